@@ -1,0 +1,300 @@
+"""Configuration: one frozen dataclass per stage, nested in `PipelineConfig`.
+
+Loaded from a TOML file, then `--set a.b=value` overrides, then validated: an unknown key,
+a value of the wrong type or out of range is a `ConfigError` that names the key. The
+resolved config is saved as `config.toml` next to every output so a run can be repeated.
+Adding a knob means adding a field here with a default; nothing else threads it through.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from pipeline.io import write_text
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names the key."""
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """The embedded web served on loopback when no seeds are given."""
+
+    seed: int = 0
+    hosts: int = 4  # one port per host
+    pages_per_host: int = 60
+    images_per_page: int = 10
+    image_size: int = 256  # side of the rendered concept images, pixels
+    heldout_per_class: int = 10  # labelled images per class for zero-shot evaluation
+    slow_seconds: float = 0.3  # delay of the deliberately slow routes
+    bind: str = "127.0.0.1"
+
+    def check(self) -> list[tuple[str, str]]:
+        errors = _positive(self, "hosts", "pages_per_host", "images_per_page", "image_size")
+        if self.bind not in ("127.0.0.1", "localhost", "::1"):
+            errors.append(("bind", "the sandbox only binds to loopback"))
+        return errors
+
+
+@dataclass(frozen=True)
+class CrawlConfig:
+    """The polite page crawler: which pages to fetch and how gently."""
+
+    seeds: str = ""  # file of seed URLs, one per line; empty means the sandbox web
+    max_pages: int = 2000
+    max_depth: int = 6
+    max_pages_per_host: int = 1000
+    concurrency: int = 32  # requests in flight across all hosts
+    per_host_connections: int = 2
+    per_host_delay: float = 0.0  # seconds between requests to one host (raised by Crawl-delay)
+    max_crawl_delay: float = 30.0  # hosts asking for more are skipped (Nutch)
+    respect_robots: bool = True
+    user_agent: str = "OpenWITBot/0.1 (+https://github.com/openwit/openwit)"
+    timeout: float = 10.0
+    retries: int = 2  # on 408, 429, 5xx and connection errors
+    backoff: float = 0.2  # first retry delay, doubled each time
+    max_redirects: int = 5
+    max_page_bytes: int = 5_000_000
+    max_url_length: int = 1024
+    same_host_only: bool = False
+    allow_private_addresses: bool = False  # the sandbox turns this on for loopback
+
+    def check(self) -> list[tuple[str, str]]:
+        errors = _positive(self, "max_pages", "concurrency", "per_host_connections", "timeout")
+        errors += _non_negative(self, "max_depth", "per_host_delay", "retries", "backoff")
+        return errors
+
+
+@dataclass(frozen=True)
+class CurateConfig:
+    """Text rules, language, exact dedup, query matching and balancing."""
+
+    min_words: int = 3  # DataComp: more than 2 words
+    min_chars: int = 6  # DataComp: more than 5 characters
+    languages: tuple[str, ...] = ("en",)
+    min_language_score: float = 0.5
+    queries: str = ""  # query list, one entry per line; empty means the sandbox's list
+    balance_threshold: int = 20_000  # MetaCLIP's t: at most ~t pairs per entry
+    dedup_keys: tuple[str, ...] = ("url", "uid")
+    workers: int = 2  # processes for language detection
+
+    def check(self) -> list[tuple[str, str]]:
+        errors = _positive(self, "balance_threshold", "workers")
+        errors += _non_negative(self, "min_words", "min_chars")
+        if not 0.0 <= self.min_language_score <= 1.0:
+            errors.append(("min_language_score", "must be between 0 and 1"))
+        for key in self.dedup_keys:
+            if key not in ("url", "uid", "caption"):
+                errors.append(("dedup_keys", f"unknown dedup key {key!r}"))
+        return errors
+
+
+@dataclass(frozen=True)
+class ShardsConfig:
+    """Image download, image rules, near-dup removal and the webdataset writer."""
+
+    samples_per_shard: int = 1000
+    image_size: int = 256
+    resize_mode: str = "keep_ratio"  # keep_ratio | center_crop | border | no
+    resize_only_if_bigger: bool = False
+    encode_format: str = "jpg"  # jpg | png | webp
+    encode_quality: int = 95
+    min_image_side: int = 200  # DataComp basic
+    max_aspect_ratio: float = 3.0  # DataComp basic
+    min_image_bytes: int = 5_000  # LAION
+    max_image_bytes: int = 20_000_000
+    max_image_pixels: int = 89_478_485  # Pillow's decompression-bomb limit
+    near_dup_radius: int = 3  # Hamming distance on 64-bit pHash
+    concurrency: int = 64
+    per_host_connections: int = 16
+    timeout: float = 10.0
+    retries: int = 2
+    respect_opt_out: bool = True  # X-Robots-Tag noai, noimageai, noindex, noimageindex
+    user_agent: str = "OpenWITBot/0.1 (+https://github.com/openwit/openwit)"
+    allow_private_addresses: bool = False
+    workers: int = 2  # processes for decode / resize / hash
+
+    def check(self) -> list[tuple[str, str]]:
+        errors = _positive(self, "samples_per_shard", "image_size", "concurrency", "timeout")
+        errors += _non_negative(self, "min_image_side", "min_image_bytes", "near_dup_radius")
+        if self.resize_mode not in ("keep_ratio", "center_crop", "border", "no"):
+            errors.append(("resize_mode", "must be keep_ratio, center_crop, border or no"))
+        if self.encode_format not in ("jpg", "png", "webp"):
+            errors.append(("encode_format", "must be jpg, png or webp"))
+        if not 1 <= self.encode_quality <= 100:
+            errors.append(("encode_quality", "must be between 1 and 100"))
+        if self.max_aspect_ratio < 1.0:
+            errors.append(("max_aspect_ratio", "must be at least 1"))
+        return errors
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The streaming contrastive trainer."""
+
+    shards: str = ""  # shard folder, brace pattern or list file; empty means the run's shards
+    image_size: int = 64
+    embed_dim: int = 128
+    vision_width: int = 64
+    text_width: int = 128
+    text_layers: int = 2
+    text_heads: int = 4
+    context_length: int = 32
+    vocab_size: int = 8192  # hashed word buckets
+    batch_size: int = 64
+    epochs: int = 8
+    samples_per_epoch: int = 0  # 0: the number of samples in the shards
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 20
+    shuffle_buffer: int = 1000
+    workers: int = 1  # dataloader worker processes per rank
+    seed: int = 0
+    device: str = "cpu"
+    max_seconds: float = 0.0  # stop training after this long; 0: no limit
+    checkpoint_every: int = 200  # steps
+    eval_set: str = ""  # labelled held-out folder; empty means the sandbox's
+
+    def check(self) -> list[tuple[str, str]]:
+        errors = _positive(
+            self, "image_size", "embed_dim", "batch_size", "epochs", "context_length", "lr"
+        )
+        errors += _non_negative(self, "samples_per_epoch", "warmup_steps", "max_seconds")
+        if self.text_width % self.text_heads:
+            errors.append(("text_width", "must be a multiple of text_heads"))
+        return errors
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    workdir: str = "runs/demo"
+    seed: int = 0  # every random decision derives from (key, seed)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    crawl: CrawlConfig = field(default_factory=CrawlConfig)
+    curate: CurateConfig = field(default_factory=CurateConfig)
+    shards: ShardsConfig = field(default_factory=ShardsConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def check(self) -> list[tuple[str, str]]:
+        return []
+
+    @property
+    def root(self) -> Path:
+        return Path(self.workdir)
+
+
+def _positive(obj: Any, *names: str) -> list[tuple[str, str]]:
+    return [(n, "must be positive") for n in names if getattr(obj, n) <= 0]
+
+
+def _non_negative(obj: Any, *names: str) -> list[tuple[str, str]]:
+    return [(n, "must not be negative") for n in names if getattr(obj, n) < 0]
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:
+    """Defaults, then the TOML file at `path`, then `key=value` overrides, validated."""
+    data: dict[str, Any] = {}
+    if path:
+        data = _read_toml(Path(path))
+    for item in overrides or []:
+        _apply_override(data, item)
+    config = _build(PipelineConfig, data, prefix="")
+    _validate(config, prefix="")
+    return config
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+
+
+def _apply_override(data: dict[str, Any], item: str) -> None:
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set expects key=value, got {item!r}")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()  # a bare string
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"unknown config key: {key}")
+        node = child
+    node[parts[-1]] = value
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a table")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            raise ConfigError(f"unknown config key: {prefix}{key}")
+    values: dict[str, Any] = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, value, prefix=f"{prefix}{name}.")  # type: ignore[arg-type]
+        else:
+            values[name] = _coerce(value, hint, f"{prefix}{name}")
+    return cls(**values)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item_type, _) = typing.get_args(hint)
+        return tuple(_coerce(v, item_type, key) for v in value)
+    if origin in (types.UnionType, typing.Union):
+        raise ConfigError(f"{key}: unsupported config type {hint}")
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is bool and not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if not isinstance(value, hint):
+        raise ConfigError(f"{key}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+def _validate(obj: Any, prefix: str) -> None:
+    for key, message in obj.check():
+        raise ConfigError(f"{prefix}{key}: {message} (got {getattr(obj, key)!r})")
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            _validate(value, prefix=f"{prefix}{f.name}.")
+
+
+def config_to_dict(config: PipelineConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def save_config(config: PipelineConfig, path: str | Path) -> None:
+    """Write the resolved config as TOML (atomically); `load_config(path)` reads it back."""
+    write_text(path, tomli_w.dumps(config_to_dict(config)))
