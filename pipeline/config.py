@@ -203,7 +203,9 @@ def _non_negative(obj: Any, *names: str) -> list[tuple[str, str]]:
 # ---------------------------------------------------------------- loading
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> PipelineConfig:
     """Defaults, then the TOML file at `path`, then `key=value` overrides, validated."""
     data: dict[str, Any] = {}
     if path:
