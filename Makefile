@@ -1,0 +1,76 @@
+# OpenWIT: `make help` lists the targets. Every stage target resumes: rerun it after a kill.
+#
+#   make demo                       the whole chain on the sandbox web, then the report
+#   make crawl [SEEDS=file]         crawl the sandbox web, or real sites from a seeds file
+#   make shards                     curate the candidates, fetch images, write shards
+#   make train [NPROC=2]            train CLIP on the shards (torchrun when NPROC > 1)
+#
+# Knobs: CONFIG=file.toml, WORKDIR=runs/name, SET="crawl.max_pages=100 train.epochs=2".
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+WORKDIR ?= runs/demo
+SEEDS ?=
+# With no seeds the run is the sandbox demo and takes its settings from configs/demo.toml.
+CONFIG ?= $(if $(SEEDS),,configs/demo.toml)
+SET ?=
+NPROC ?= 1
+ARGS := $(if $(CONFIG),--config $(CONFIG)) --workdir $(WORKDIR) \
+        $(if $(SEEDS),--seeds $(SEEDS)) $(foreach s,$(SET),--set $(s))
+RUN := $(BIN)/python -m pipeline
+
+.DEFAULT_GOAL := help
+.PHONY: help venv demo crawl curate shards train report test lint typecheck bench serve clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# The CPU build of torch first: an open range would pull a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+venv: $(BIN)/.installed ## create .venv and install the project (torch CPU first)
+
+demo: venv ## crawl, curate, shard and train on the sandbox web, then print the report
+	$(RUN) demo $(ARGS)
+
+crawl: venv ## collect candidate pairs (sandbox web; SEEDS=file for real sites)
+	$(RUN) crawl $(ARGS)
+
+curate: venv ## text rules, dedup, query matching, language, balancing
+	$(RUN) curate $(ARGS)
+
+shards: curate ## fetch the selected images and write webdataset shards
+	$(RUN) shards $(ARGS)
+
+train: venv ## train CLIP on the shards (NPROC=2 runs torchrun with 2 processes)
+ifeq ($(NPROC),1)
+	$(RUN) train $(ARGS)
+else
+	$(BIN)/torchrun --standalone --nproc_per_node $(NPROC) -m pipeline train $(ARGS)
+endif
+
+report: venv ## print the report of WORKDIR
+	$(RUN) report $(ARGS)
+
+serve: venv ## serve the sandbox web on loopback until Ctrl-C
+	$(BIN)/python -m sandbox serve
+
+test: venv ## run the test suite
+	$(BIN)/pytest -q
+
+lint: venv ## ruff (lint and format check) and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: venv ## benchmarks against the peers (img2dataset, MetaCLIP matching, langdetect)
+	$(BIN)/python -m bench
+
+clean: ## remove run folders (keeps .venv)
+	rm -rf runs

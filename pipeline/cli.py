@@ -1,0 +1,116 @@
+"""`python -m pipeline <command>`: the one entry point the Makefile and users call.
+
+    crawl    collect candidate pairs (the sandbox web unless --seeds / crawl.seeds is set)
+    curate   text rules, dedup, query matching, language, balancing
+    shards   fetch the selected images and write webdataset shards
+    train    stream the shards into the CLIP trainer (also under torchrun)
+    report   print the run report
+    demo     all of the above, in order, then the report
+
+Every command takes `--config FILE`, `--set key=value` (repeatable, TOML values) and
+`--workdir DIR`; a finished stage is skipped, so rerunning a command resumes it. Bad input
+(a missing file, an unknown key, a used port) is one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pipeline.config import ConfigError, PipelineConfig, load_config, save_config
+from pipeline.errors import PipelineError
+from pipeline.layout import RunLayout
+from pipeline.report import write_report
+
+log = logging.getLogger("pipeline")
+
+COMMANDS = ("crawl", "curate", "shards", "train", "report", "demo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=COMMANDS)
+    parser.add_argument("--config", help="TOML config file")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override one config key, e.g. --set crawl.max_pages=100 (repeatable)",
+    )  # fmt: skip
+    parser.add_argument("--workdir", help="run folder (same as --set workdir=DIR)")
+    parser.add_argument("--seeds", help="file of seed URLs (same as --set crawl.seeds=FILE)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    return parser
+
+
+def resolve_config(args: argparse.Namespace) -> PipelineConfig:
+    overrides = list(args.overrides)
+    if args.workdir:
+        overrides.append(f"workdir={_toml_string(args.workdir)}")
+    if args.seeds:
+        overrides.append(f"crawl.seeds={_toml_string(args.seeds)}")
+    return load_config(args.config, overrides)
+
+
+def _toml_string(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def is_rank_zero() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def stage_runners() -> dict[str, Callable[[PipelineConfig], Any]]:
+    # Imported here so `report` and config errors answer without loading torch.
+    from pipeline.stages.crawl import run_crawl
+    from pipeline.stages.curate import run_curate
+    from pipeline.stages.shards import run_shards
+    from pipeline.stages.train import run_train
+
+    return {"crawl": run_crawl, "curate": run_curate, "shards": run_shards, "train": run_train}
+
+
+def run_command(command: str, config: PipelineConfig) -> None:
+    if command != "report":
+        runners = stage_runners()
+        stages = ["crawl", "curate", "shards", "train"] if command == "demo" else [command]
+        for stage in stages:
+            started = time.perf_counter()
+            runners[stage](config)
+            log.info("%s finished in %.1f s", stage, time.perf_counter() - started)
+    if command in ("demo", "report") and is_rank_zero():
+        print(write_report(config.root), end="")
+
+
+USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, PipelineError)
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """Errors that are the user's to fix: reported as one line, without a traceback."""
+    from sandbox.server import SandboxError
+
+    return (*USER_ERRORS, SandboxError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        config = resolve_config(args)
+        if is_rank_zero() and args.command != "report":
+            save_config(config, RunLayout(config.root).config_file)
+        run_command(args.command, config)
+    except user_errors() as exc:
+        print(f"openwit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("openwit: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    return 0

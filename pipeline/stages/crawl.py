@@ -1,0 +1,72 @@
+"""Stage 1: collect candidate (image URL, alt text) pairs from pages.
+
+Seeds come from `crawl.seeds` (a file of URLs, one per line); with none, the sandbox web is
+served on loopback and crawled, and its query list and held-out set are written beside the
+run for the later stages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from crawlers.pages import crawl
+from pipeline.config import PipelineConfig
+from pipeline.errors import PipelineError
+from pipeline.io import is_done, mark_done, write_pairs, write_text
+from pipeline.layout import RunLayout
+from pipeline.stages.web import sandbox_web, uses_sandbox
+from pipeline.stats import StageStats, Timer
+from sandbox.concepts import query_list
+from sandbox.heldout import write_heldout
+
+log = logging.getLogger(__name__)
+
+
+def read_seeds(path: str | Path) -> list[str]:
+    """Seed URLs from a file: one per line, blank lines and `#` comments skipped."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise PipelineError(f"seeds file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PipelineError(f"cannot read seeds file {path}: {exc}") from None
+    seeds = [s.strip() for s in lines if s.strip() and not s.lstrip().startswith("#")]
+    for number, seed in enumerate(seeds, 1):
+        parts = urlsplit(seed)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise PipelineError(f"{path}: seed {number} is not an http(s) URL: {seed!r}")
+    if not seeds:
+        raise PipelineError(f"seeds file has no URLs: {path}")
+    return seeds
+
+
+def run_crawl(config: PipelineConfig) -> StageStats:
+    layout = RunLayout(config.root)
+    if is_done(layout.crawl_dir, "crawl"):
+        log.info("crawl: already done in %s", layout.crawl_dir)
+        return StageStats.load(layout.stats_file("crawl"))
+    stats = StageStats("crawl")
+    with Timer() as timer:
+        if uses_sandbox(config):
+            pairs = _crawl_sandbox(config, layout, stats)
+        else:
+            pairs = crawl(read_seeds(config.crawl.seeds), config.crawl, stats)
+        stats.count("candidates", len(pairs))
+        write_pairs(layout.candidates, pairs)
+    stats.seconds = timer.seconds
+    stats.save(layout.stats_file("crawl"))
+    mark_done(layout.crawl_dir, "crawl", {"candidates": len(pairs)})
+    return stats
+
+
+def _crawl_sandbox(config: PipelineConfig, layout: RunLayout, stats: StageStats) -> list:
+    write_text(layout.sandbox_queries, "\n".join(query_list(config.sandbox)) + "\n")
+    write_heldout(config.sandbox, layout.heldout_dir)
+    # The sandbox lives on loopback, which the crawler refuses unless told otherwise.
+    crawl_config = dataclasses.replace(config.crawl, allow_private_addresses=True)
+    with sandbox_web(config, layout) as web:
+        log.info("crawl: sandbox web at %s", ", ".join(web.base_urls))
+        return crawl(web.seed_urls, crawl_config, stats)

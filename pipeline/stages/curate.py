@@ -1,0 +1,84 @@
+"""Stage 2: curate candidates into the selected pairs, on text alone.
+
+What is true after each step (per-pair filters commute, so the cheap ones run first and
+language detection, ~1,000x slower than matching, runs once per distinct surviving text):
+
+    candidates                       every (image URL, alt) occurrence the crawl found
+    -> text rules                    captions with > 2 words, > 5 chars, not junk or file names
+    -> exact dedup on uid            one row per (alt, URL)
+    -> query matching                alt contains at least one query entry (MetaCLIP rules)
+    -> language                      alt detected as one of `curate.languages`
+    -> exact dedup on URL            one row per image URL
+    -> balancing                     at most ~t pairs per entry; coins from hash(uid, entry, seed)
+
+Every candidate is written to `curate/pairs.parquet`, dropped ones with their reason, so
+the funnel can be recounted and any decision explained.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+from filters.balance import balance, count_entries
+from filters.dedup import dedup
+from filters.language import detect_languages, filter_language
+from filters.matching import QueryMatcher, match_pairs
+from filters.queries import load_queries
+from filters.text import filter_text
+from pipeline.config import PipelineConfig
+from pipeline.errors import PipelineError
+from pipeline.io import is_done, mark_done, read_pairs, write_json, write_pairs
+from pipeline.layout import RunLayout
+from pipeline.record import Pair
+from pipeline.stats import StageStats, Timer, tally
+
+log = logging.getLogger(__name__)
+
+
+def queries_path(config: PipelineConfig, layout: RunLayout) -> Path:
+    if config.curate.queries:
+        return Path(config.curate.queries)
+    if layout.sandbox_queries.exists():
+        return layout.sandbox_queries
+    raise PipelineError("no query list: set curate.queries to a file of entries, one per line")
+
+
+def curate(pairs: Iterable[Pair], config: PipelineConfig, entries: list[str]) -> list[Pair]:
+    """The curation steps in order; returns every pair, dropped ones with their reason."""
+    cfg = config.curate
+    stream = list(filter_text(pairs, cfg))
+    stream = list(dedup(stream, keys=("uid",)))
+    stream = list(match_pairs(stream, QueryMatcher(entries)))
+    texts = {p.caption for p in stream if p.kept}
+    detections = detect_languages(sorted(texts), workers=cfg.workers)
+    stream = list(filter_language(stream, cfg, detections))
+    if "url" in cfg.dedup_keys:
+        stream = list(dedup(stream, keys=("url",)))
+    counts = count_entries(p for p in stream if p.kept)
+    return list(balance(stream, counts, cfg.balance_threshold, config.seed))
+
+
+def run_curate(config: PipelineConfig) -> StageStats:
+    layout = RunLayout(config.root)
+    if is_done(layout.curate_dir, "curate"):
+        log.info("curate: already done in %s", layout.curate_dir)
+        return StageStats.load(layout.stats_file("curate"))
+    if not is_done(layout.crawl_dir, "crawl"):
+        raise PipelineError(f"no finished crawl in {layout.crawl_dir}: run the crawl first")
+    entries = load_queries(queries_path(config, layout))
+    stats = StageStats("curate")
+    with Timer() as timer:
+        pairs = curate(read_pairs(layout.candidates), config, entries)
+        pairs = list(tally(pairs, stats))
+        kept = [p for p in pairs if p.kept]
+        counts = count_entries(kept)
+        write_pairs(layout.curated, pairs)
+        write_json(layout.curate_dir / "entry_counts.json", dict(counts.most_common()))
+    stats.seconds = timer.seconds
+    stats.count("query_entries", len(entries))
+    stats.count("entries_matched", len(counts))
+    stats.save(layout.stats_file("curate"))
+    mark_done(layout.curate_dir, "curate", {"selected": len(kept)})
+    return stats

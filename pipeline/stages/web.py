@@ -1,0 +1,50 @@
+"""The sandbox web for runs without seeds: started on the ports the crawl recorded.
+
+Image URLs carry the sandbox's ports, so a later stage (or a rerun after a kill) must find
+the sandbox where the crawl found it: the first start takes free ports and writes them to
+`sandbox/ports.json`; every later start binds the same ones (a port taken meanwhile is one
+clear error).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+from pipeline.config import PipelineConfig
+from pipeline.io import read_json, write_json
+from pipeline.layout import RunLayout
+from sandbox.server import SandboxWeb, serve_in_thread
+
+
+def uses_sandbox(config: PipelineConfig) -> bool:
+    """A run without seeds crawls the embedded sandbox web."""
+    return not config.crawl.seeds
+
+
+def recorded_ports(layout: RunLayout) -> list[int] | None:
+    if not layout.ports_file.exists():
+        return None
+    return [int(p) for p in read_json(layout.ports_file)["ports"]]
+
+
+@contextlib.contextmanager
+def sandbox_web(config: PipelineConfig, layout: RunLayout) -> Iterator[SandboxWeb]:
+    """Serve the sandbox on its recorded ports (recording fresh ones the first time)."""
+    ports = recorded_ports(layout)
+    with serve_in_thread(config.sandbox, ports) as web:
+        if ports is None:
+            bound = [urlsplit(url).port for url in web.base_urls]
+            write_json(layout.ports_file, {"ports": bound, "base_urls": web.base_urls})
+        yield web
+
+
+@contextlib.contextmanager
+def sandbox_if_recorded(config: PipelineConfig, layout: RunLayout) -> Iterator[SandboxWeb | None]:
+    """The sandbox when this run's candidates came from it, else nothing."""
+    if recorded_ports(layout) is None:
+        yield None
+        return
+    with sandbox_web(config, layout) as web:
+        yield web
