@@ -1,0 +1,1 @@
+"""Images and shards: decode, resize and hash downloaded images; write webdataset shards."""

@@ -1,0 +1,364 @@
+"""Downloaded bytes to a processed image: safe decode, RGB, orientation, resize, encode, hashes.
+
+`process_image` is the only entry point. It either returns a `ProcessedImage` or raises one
+of two errors, whose `status` is the pair status the caller records:
+
+- `ImageDecodeError` (`failed_to_decode`): not an image, truncated, a decompression bomb, zero
+  size, a mode that has no RGB form, or any other failure of the decoder;
+- `ImageResizeError` (`failed_to_resize`): resizing or encoding failed.
+
+Only web formats are opened (JPEG, PNG, GIF, WebP, AVIF, BMP, ICO, TIFF). The declared size
+is checked against the pixel limit, and against the file's length, before any pixel is
+decoded, so a bomb never allocates. A JPEG at least twice the target size is decoded at a
+reduced DCT scale (`Image.draft`: 1/2, 1/4 or 1/8); img2dataset decodes every pixel. Resize
+modes follow img2dataset: `keep_ratio` brings the smallest side to `image_size`,
+`center_crop` does that then crops the centre square, `border` fits the longest side and
+pads with white to a square, `no` keeps the size; `resize_only_if_bigger` never enlarges.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+
+import imagehash
+import numpy as np
+from PIL import Image
+
+from pipeline.config import ShardsConfig
+from pipeline.record import STATUS_FAILED_DECODE, STATUS_FAILED_RESIZE, STATUS_SUCCESS, Pair
+
+WHITE = (255, 255, 255)
+EXIF_ORIENTATION = 0x0112
+TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # orientations that swap width and height
+TRANSPOSES = {  # EXIF orientation -> the transpose that shows the image upright
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+SMALL_IMAGE_PIXELS = 1_000_000  # never refused as implausibly large for their bytes
+MAX_PIXELS_PER_BYTE = 1024
+# Draft-decode down to no less than DRAFT_GAP x the target (libjpeg scales in the DCT domain).
+DRAFT_GAP = 1.0
+DOWNSCALE = Image.Resampling.BICUBIC  # antialiased; ~1.5x faster than LANCZOS, as sharp
+UPSCALE = Image.Resampling.LANCZOS
+REDUCING_GAP = 3.0  # Image.resize first box-reduces by an integer factor to >= 3x the target
+PHASH_INPUT_SIDE = 128  # pHash reads a 32x32 thumbnail; box-reduce to >= 4x that first
+ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+DIRECT_RGB_MODES = ("RGB", "1", "L", "CMYK", "YCbCr", "RGBX", "HSV")
+HIGH_DEPTH_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")
+# Formats tried when opening: what browsers show, plus TIFF. Anything else (EPS, which runs
+# Ghostscript, PSD, the FLI/BLP/DDS fuzz crashes...) is an unidentified image.
+WEB_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "BMP", "ICO", "TIFF")
+SAVE_FORMATS = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}
+
+
+class ImageProcessError(Exception):
+    """An image that cannot become a sample; `status` is the pair status to record."""
+
+    status = STATUS_FAILED_DECODE
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+class ImageDecodeError(ImageProcessError):
+    """The bytes are not a decodable, safe, non-empty image with an RGB form."""
+
+    status = STATUS_FAILED_DECODE
+
+
+class ImageResizeError(ImageProcessError):
+    """The decoded image could not be resized or encoded."""
+
+    status = STATUS_FAILED_RESIZE
+
+
+@dataclass(frozen=True)
+class ProcessedImage:
+    """An encoded image ready for a shard, with its sizes and hashes."""
+
+    data: bytes  # encoded in `format`
+    width: int  # as written
+    height: int
+    original_width: int  # as decoded, after EXIF orientation
+    original_height: int
+    sha256: str  # hex, of the downloaded bytes
+    phash: int  # 64-bit unsigned pHash of the decoded original (see `phash_to_int`)
+    format: str  # file extension: jpg, png or webp
+
+    def annotate(self, pair: Pair) -> Pair:
+        """`pair` with the image's sizes and hashes set and its status `success`."""
+        return dataclasses.replace(
+            pair,
+            status=STATUS_SUCCESS,
+            error_message=None,
+            width=self.width,
+            height=self.height,
+            original_width=self.original_width,
+            original_height=self.original_height,
+            sha256=self.sha256,
+            phash=self.phash,
+        )
+
+
+def process_image(
+    data: bytes,
+    config: ShardsConfig,
+    *,
+    draft: bool = True,
+    max_pixels_per_byte: int = MAX_PIXELS_PER_BYTE,
+) -> ProcessedImage:
+    """Decode, orient, hash, resize and encode `data` as `config` asks.
+
+    `draft=False` decodes every pixel of a JPEG (as img2dataset does); the output has the
+    same size either way.
+    """
+    image, original_size = decode_image(data, config, draft, max_pixels_per_byte)
+    try:
+        phash = compute_phash(image)
+        resized = resize_image(image, config, original_size)
+        encoded = encode_image(resized, config.encode_format, config.encode_quality)
+    except ImageProcessError:
+        raise
+    except Exception as exc:  # Pillow raises many types; all are a failed resize here
+        raise ImageResizeError("resize failed", _describe(exc)) from exc
+    return ProcessedImage(
+        data=encoded,
+        width=resized.width,
+        height=resized.height,
+        original_width=original_size[0],
+        original_height=original_size[1],
+        sha256=hashlib.sha256(data).hexdigest(),
+        phash=phash,
+        format=config.encode_format,
+    )
+
+
+def compute_phash(image: Image.Image) -> int:
+    """imagehash.phash of the image, box-reduced first to no less than PHASH_INPUT_SIDE.
+
+    The hash is taken from a 32x32 LANCZOS thumbnail, so the box reduction leaves it
+    unchanged or a bit or two away, at a fraction of the cost on large images.
+    """
+    factor = min(image.size) // PHASH_INPUT_SIDE
+    small = image.reduce(factor) if factor > 1 else image
+    return phash_to_int(imagehash.phash(small))
+
+
+def phash_to_int(value: imagehash.ImageHash) -> int:
+    """The hash's bits read row by row, first bit most significant: `int(str(value), 16)`."""
+    bits = np.asarray(value.hash, dtype=bool).flatten()
+    return int.from_bytes(np.packbits(bits).tobytes(), "big")
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def decode_image(
+    data: bytes,
+    config: ShardsConfig,
+    draft: bool = True,
+    max_pixels_per_byte: int = MAX_PIXELS_PER_BYTE,
+) -> tuple[Image.Image, tuple[int, int]]:
+    """An RGB image, oriented, possibly draft-reduced, and the oriented original size."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # bomb and EXIF warnings become our checks
+            return _decode(data, config, draft, max_pixels_per_byte)
+    except ImageProcessError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError("decompression bomb", str(exc)) from exc
+    except Image.UnidentifiedImageError as exc:
+        raise ImageDecodeError("unidentified image") from exc
+    except MemoryError as exc:
+        raise ImageDecodeError("out of memory") from exc
+    except Exception as exc:  # a broken file can raise nearly anything from a plugin
+        raise ImageDecodeError(_decode_reason(exc), _describe(exc)) from exc
+
+
+def _decode(
+    data: bytes, config: ShardsConfig, draft: bool, max_pixels_per_byte: int
+) -> tuple[Image.Image, tuple[int, int]]:
+    image = Image.open(io.BytesIO(data), formats=WEB_FORMATS)
+    check_declared_size(image.size, config.max_image_pixels)
+    check_plausible_size(image.size, len(data), max_pixels_per_byte)
+    declared = image.size
+    if draft and image.format in ("JPEG", "MPO"):
+        _draft(image, config)
+    image.load()  # before EXIF: some plugins load pixels to find it, and must fail here
+    check_declared_size(image.size, config.max_image_pixels)  # some plugins resize on load
+    orientation = _orientation(image)
+    rgb = to_rgb(image)
+    if orientation:
+        rgb = rgb.transpose(TRANSPOSES[orientation])
+    return rgb, _oriented(declared, orientation)
+
+
+def check_plausible_size(size: tuple[int, int], n_bytes: int, max_pixels_per_byte: int) -> None:
+    """Refuse a file far too small for the pixels it declares (a cheap allocation bomb).
+
+    Deflate expands at most ~1032x, so even a flat image needs about a byte per thousand
+    pixels; images up to a megapixel are always allowed.
+    """
+    pixels = size[0] * size[1]
+    if pixels > SMALL_IMAGE_PIXELS and pixels > n_bytes * max_pixels_per_byte:
+        raise ImageDecodeError("implausible size", f"{size[0]}x{size[1]} in {n_bytes} bytes")
+
+
+def check_declared_size(size: tuple[int, int], max_pixels: int) -> None:
+    """Refuse an empty image or one declaring more than `max_pixels` pixels."""
+    width, height = size
+    if width <= 0 or height <= 0:
+        raise ImageDecodeError("zero size", f"{width}x{height}")
+    if width * height > max_pixels:
+        raise ImageDecodeError("decompression bomb", f"{width}x{height} > {max_pixels} pixels")
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        value = image.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # unreadable EXIF: show the pixels as stored
+        return 0
+    return value if isinstance(value, int) and 2 <= value <= 8 else 0
+
+
+def _oriented(size: tuple[int, int], orientation: int) -> tuple[int, int]:
+    return (size[1], size[0]) if orientation in TRANSPOSING_ORIENTATIONS else size
+
+
+def _draft(image: Image.Image, config: ShardsConfig) -> None:
+    """Ask the JPEG decoder for a DCT-reduced image no smaller than DRAFT_GAP x the target.
+
+    The resize rules are symmetric in width and height, so the target of the stored
+    (unoriented) size is the target of the oriented size, transposed.
+    """
+    target = target_size(image.size, config)
+    if target == image.size:
+        return
+    image.draft("RGB", (int(target[0] * DRAFT_GAP), int(target[1] * DRAFT_GAP)))
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """The image in RGB: transparency over white, 16-bit and float scaled to 8 bits."""
+    mode = image.mode
+    if mode == "P":
+        has_alpha = "transparency" in image.info
+        return _over_white(image.convert("RGBA")) if has_alpha else image.convert("RGB")
+    if mode in ALPHA_MODES:
+        return _over_white(image.convert("RGBA"))
+    if mode in DIRECT_RGB_MODES:
+        return image if mode == "RGB" else image.convert("RGB")
+    if mode in HIGH_DEPTH_MODES:
+        return _high_depth_to_rgb(image)
+    raise ImageDecodeError("unsupported mode", mode)
+
+
+def _over_white(rgba: Image.Image) -> Image.Image:
+    canvas = Image.new("RGB", rgba.size, WHITE)
+    canvas.paste(rgba, mask=rgba.getchannel("A"))
+    return canvas
+
+
+def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
+    """Integer images above 8 bits are taken as 16-bit; floats are clipped to 0..255."""
+    pixels = np.asarray(image, dtype=np.float64)
+    if image.mode != "F" and pixels.size and pixels.max() > 255:
+        pixels = pixels / 257.0
+    grey = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+    return Image.fromarray(grey, mode="L").convert("RGB")
+
+
+def _decode_reason(exc: Exception) -> str:
+    text = str(exc).lower()
+    if "truncated" in text or "not enough" in text or isinstance(exc, EOFError):
+        return "truncated"
+    return "broken image"
+
+
+def _describe(exc: BaseException) -> str:
+    message = str(exc).strip() or "no message"
+    return f"{type(exc).__name__}: {message}"[:300]
+
+
+# ---------------------------------------------------------------- resizing
+
+
+def should_resize(size: tuple[int, int], config: ShardsConfig) -> bool:
+    """Whether the resize mode applies to an image of `size` (img2dataset's rule)."""
+    side = config.image_size
+    if config.resize_mode in ("keep_ratio", "center_crop"):
+        return not config.resize_only_if_bigger or min(size) > side
+    if config.resize_mode == "border":
+        return not config.resize_only_if_bigger or max(size) > side
+    return False
+
+
+def target_size(size: tuple[int, int], config: ShardsConfig) -> tuple[int, int]:
+    """The size the image is scaled to, before any crop or pad; `size` if left alone."""
+    if not should_resize(size, config):
+        return size
+    width, height = size
+    reference = max(size) if config.resize_mode == "border" else min(size)
+    scale = config.image_size / reference
+    return (max(1, round(width * scale)), max(1, round(height * scale)))
+
+
+def resize_image(
+    image: Image.Image, config: ShardsConfig, original: tuple[int, int] | None = None
+) -> Image.Image:
+    """The image scaled per `config.resize_mode`, then cropped or padded to a square.
+
+    `original` is the size before any draft reduction: sizes are computed from it so a
+    draft-decoded image comes out exactly as large as a fully decoded one.
+    """
+    original = original or image.size
+    if not should_resize(original, config):
+        return image
+    size = target_size(original, config)
+    if size != image.size:
+        resample = DOWNSCALE if size[0] < image.width else UPSCALE
+        image = image.resize(size, resample, reducing_gap=REDUCING_GAP)
+    if config.resize_mode == "center_crop":
+        return center_crop(image, config.image_size)
+    if config.resize_mode == "border":
+        return pad_square(image, config.image_size)
+    return image
+
+
+def center_crop(image: Image.Image, side: int) -> Image.Image:
+    """The centre `side` x `side` square (the image must be at least that big)."""
+    left = (image.width - side) // 2
+    top = (image.height - side) // 2
+    return image.crop((left, top, left + side, top + side))
+
+
+def pad_square(image: Image.Image, side: int) -> Image.Image:
+    """The image centred on a white `side` x `side` square."""
+    if image.size == (side, side):
+        return image
+    canvas = Image.new("RGB", (side, side), WHITE)
+    canvas.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
+    return canvas
+
+
+def encode_image(image: Image.Image, encode_format: str, quality: int) -> bytes:
+    """The image encoded as jpg or webp at `quality`, or as png (lossless, quality unused)."""
+    if encode_format not in SAVE_FORMATS:
+        raise ImageResizeError("unsupported encode format", encode_format)
+    buffer = io.BytesIO()
+    if encode_format == "png":
+        image.save(buffer, "PNG", compress_level=6)
+    else:
+        image.save(buffer, SAVE_FORMATS[encode_format], quality=quality)
+    return buffer.getvalue()

@@ -1,0 +1,134 @@
+"""The shard folder: which pairs go to which shard, which shards are done, and summaries.
+
+A shard folder follows img2dataset's webdataset layout: `{shard:05d}.tar` (the samples),
+`{shard:05d}.parquet` (every row, failures included), `{shard:05d}_stats.json`, and our
+completion marker `{shard:05d}.done`, written last. A shard without its marker is
+incomplete: it is ignored by the listings here and rewritten on resume. `sizes.json`
+(samples per tar, read by open_clip and webdataset) and `manifest.json` describe the
+completed shards only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from pipeline.io import is_done, read_json, write_json
+
+SHARD_DIGITS = 5
+INDEX_DIGITS = 4  # img2dataset: digits of samples_per_shard - 1; 4 covers up to 10,000
+SIZES_FILE = "sizes.json"
+MANIFEST_FILE = "manifest.json"
+_MARKER = re.compile(rf"^(\d{{{SHARD_DIGITS},}})\.done$")
+
+
+def shard_name(shard_id: int) -> str:
+    """`00042` for shard 42."""
+    if shard_id < 0:
+        raise ValueError(f"shard id must not be negative, got {shard_id}")
+    return f"{shard_id:0{SHARD_DIGITS}d}"
+
+
+def tar_path(folder: str | Path, shard_id: int) -> Path:
+    return Path(folder) / f"{shard_name(shard_id)}.tar"
+
+
+def parquet_path(folder: str | Path, shard_id: int) -> Path:
+    return Path(folder) / f"{shard_name(shard_id)}.parquet"
+
+
+def stats_path(folder: str | Path, shard_id: int) -> Path:
+    return Path(folder) / f"{shard_name(shard_id)}_stats.json"
+
+
+def index_digits(samples_per_shard: int) -> int:
+    """Digits of the in-shard index in a key, as img2dataset: enough for the last index."""
+    return max(INDEX_DIGITS, len(str(max(samples_per_shard - 1, 0))))
+
+
+def plan_shards(uids: Iterable[str], samples_per_shard: int) -> list[list[str]]:
+    """The uids sorted and cut into shards of `samples_per_shard` (the last may be short).
+
+    Sorting makes the plan a function of the selection alone, so any number of workers,
+    local or distributed, writes the same pair to the same shard at the same index.
+    """
+    if samples_per_shard <= 0:
+        raise ValueError(f"samples_per_shard must be positive, got {samples_per_shard}")
+    ordered = sorted(uids)
+    return [
+        ordered[start : start + samples_per_shard]
+        for start in range(0, len(ordered), samples_per_shard)
+    ]
+
+
+def completed_shards(folder: str | Path) -> set[int]:
+    """Ids of the shards in `folder` whose completion marker exists."""
+    root = Path(folder)
+    if not root.is_dir():
+        return set()
+    found = (_MARKER.match(p.name) for p in root.iterdir())
+    return {int(m.group(1)) for m in found if m}
+
+
+def list_shards(folder: str | Path) -> list[Path]:
+    """The tar files of the completed shards, in shard order."""
+    return [tar_path(folder, shard) for shard in sorted(completed_shards(folder))]
+
+
+def shard_stats(folder: str | Path, shard_id: int) -> dict[str, Any]:
+    """The `_stats.json` of a completed shard."""
+    if not is_done(folder, shard_name(shard_id)):
+        raise FileNotFoundError(f"shard {shard_name(shard_id)} in {folder} is not complete")
+    stats: dict[str, Any] = read_json(stats_path(folder, shard_id))
+    return stats
+
+
+def write_sizes_json(folder: str | Path) -> dict[str, int]:
+    """Write `sizes.json`, {"00000.tar": samples, ...} over completed shards; return it."""
+    sizes = {
+        tar_path(folder, shard).name: int(shard_stats(folder, shard)["samples"])
+        for shard in sorted(completed_shards(folder))
+    }
+    write_json(Path(folder) / SIZES_FILE, sizes)
+    return sizes
+
+
+def write_manifest(folder: str | Path) -> dict[str, Any]:
+    """Write `manifest.json`: each completed shard's counts, and their totals; return it."""
+    shards = [_manifest_entry(folder, shard) for shard in sorted(completed_shards(folder))]
+    manifest = {"shards": shards, "totals": _totals(shards)}
+    write_json(Path(folder) / MANIFEST_FILE, manifest)
+    return manifest
+
+
+def _manifest_entry(folder: str | Path, shard_id: int) -> dict[str, Any]:
+    stats = shard_stats(folder, shard_id)
+    return {
+        "shard": shard_id,
+        "tar": tar_path(folder, shard_id).name,
+        "parquet": parquet_path(folder, shard_id).name,
+        "tar_bytes": tar_path(folder, shard_id).stat().st_size,
+        "count": stats["count"],
+        "samples": stats["samples"],
+        "successes": stats["successes"],
+        "failed_to_download": stats["failed_to_download"],
+        "failed_to_resize": stats["failed_to_resize"],
+        "dropped": stats["dropped"],
+        "status_dict": stats["status_dict"],
+    }
+
+
+def _totals(shards: list[dict[str, Any]]) -> dict[str, Any]:
+    summed = ("count", "samples", "successes", "failed_to_download", "failed_to_resize")
+    totals: dict[str, Any] = {name: sum(s[name] for s in shards) for name in summed}
+    totals["dropped"] = sum(s["dropped"] for s in shards)
+    totals["tar_bytes"] = sum(s["tar_bytes"] for s in shards)
+    totals["shards"] = len(shards)
+    statuses: Counter[str] = Counter()
+    for entry in shards:
+        statuses.update(entry["status_dict"])
+    totals["status_dict"] = dict(sorted(statuses.items()))
+    return totals

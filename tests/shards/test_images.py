@@ -1,0 +1,393 @@
+"""process_image: resize modes, colour modes, orientation, hostile inputs, hashes, speed."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import struct
+import time
+import zlib
+from itertools import combinations
+from pathlib import Path
+
+import imagehash
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.config import ShardsConfig
+from pipeline.record import STATUS_FAILED_DECODE, STATUS_FAILED_RESIZE, STATUS_SUCCESS, Pair
+from shards.images import (
+    ImageDecodeError,
+    ImageResizeError,
+    check_declared_size,
+    compute_phash,
+    phash_to_int,
+    process_image,
+)
+from tests.shards.conftest import encode, photo_jpeg, photo_like
+
+RESIZE_DIR = "images/img2dataset_resize_test_image"
+BAD_DIR = "bad_inputs/pillow-Tests-images-subset"
+PROBE = "bad_inputs/pillow-13.0.0-probe-subset.json"
+WEB_SUFFIXES = (".jpg", ".png", ".gif", ".webp", ".bmp", ".ico", ".tif")
+RESIZE_CASES = [  # img2dataset's test_resizer cases (mode, resize_only_if_bigger)
+    ("border", False),
+    ("border", True),
+    ("keep_ratio", False),
+    ("keep_ratio", True),
+    ("center_crop", False),
+    ("center_crop", True),
+    ("no", False),
+]
+
+
+def decoded(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+def rgb_at(image: Image.Image, xy: tuple[int, int]) -> tuple[int, ...]:
+    """The RGB pixel at (x, y)."""
+    return tuple(int(v) for v in np.asarray(image.convert("RGB"))[xy[1], xy[0]])
+
+
+def expected_size(width: int, height: int, side: int, mode: str, only_bigger: bool) -> tuple:
+    """img2dataset's rule, written independently of the code under test."""
+    if mode == "no":
+        return (width, height)
+    reference = max(width, height) if mode == "border" else min(width, height)
+    if only_bigger and reference <= side:
+        return (width, height)
+    if mode in ("border", "center_crop"):
+        return (side, side)
+    ratio = side / reference
+    return (round(width * ratio), round(height * ratio))
+
+
+# ---------------------------------------------------------------- resize modes
+
+
+@pytest.mark.parametrize("side", [256, 512])
+@pytest.mark.parametrize("mode, only_bigger", RESIZE_CASES)
+def test_resize_modes_on_real_photos(shared_data: Path, side: int, mode: str, only_bigger: bool):
+    config = ShardsConfig(image_size=side, resize_mode=mode, resize_only_if_bigger=only_bigger)
+    photos = sorted((shared_data / RESIZE_DIR).glob("*.jpg"))
+    assert len(photos) == 7
+    for path in photos:
+        width, height = (int(n) for n in path.stem.split("_"))
+        result = process_image(path.read_bytes(), config)
+        assert (result.original_width, result.original_height) == (width, height)
+        want = expected_size(width, height, side, mode, only_bigger)
+        assert (result.width, result.height) == want, path.name
+        assert decoded(result.data).size == want
+        assert decoded(result.data).format == "JPEG"
+
+
+def test_border_pads_with_white_and_center_crop_keeps_the_middle():
+    red = Image.new("RGB", (400, 100), (200, 0, 0))
+    data = encode(red, "PNG")
+    bordered = decoded(process_image(data, _png(resize_mode="border")).data)
+    assert bordered.size == (256, 256)
+    assert rgb_at(bordered, (128, 5)) == (255, 255, 255)  # padding above
+    assert rgb_at(bordered, (128, 128))[0] > 150  # the image itself
+    cropped = decoded(process_image(data, _png(resize_mode="center_crop")).data)
+    assert cropped.size == (256, 256)
+    assert rgb_at(cropped, (0, 0))[0] > 150
+
+
+def test_upscales_small_images_unless_only_if_bigger():
+    data = photo_jpeg(100, 80, seed=3)
+    assert process_image(data, ShardsConfig(image_size=160)).height == 160
+    kept = process_image(data, ShardsConfig(image_size=160, resize_only_if_bigger=True))
+    assert (kept.width, kept.height) == (100, 80)
+
+
+@pytest.mark.parametrize("fmt, pillow_format", [("jpg", "JPEG"), ("png", "PNG"), ("webp", "WEBP")])
+def test_encode_formats(fmt: str, pillow_format: str):
+    result = process_image(photo_jpeg(320, 240, seed=1), ShardsConfig(encode_format=fmt))
+    assert result.format == fmt
+    image = decoded(result.data)
+    assert image.format == pillow_format
+    assert image.size == (result.width, result.height) == (341, 256)
+
+
+def test_encode_quality_is_applied():
+    data = photo_jpeg(640, 480, seed=2)
+    high = process_image(data, ShardsConfig(encode_quality=95))
+    low = process_image(data, ShardsConfig(encode_quality=30))
+    assert len(low.data) < len(high.data) * 0.6
+
+
+# ---------------------------------------------------------------- colour modes
+
+
+def _png(**overrides: object) -> ShardsConfig:
+    return ShardsConfig(encode_format="png", **overrides)  # type: ignore[arg-type]
+
+
+def _pixel(data: bytes, mode: str = "no", xy: tuple[int, int] = (2, 2)) -> tuple:
+    result = process_image(data, _png(resize_mode=mode))
+    image = decoded(result.data)
+    assert image.mode == "RGB"
+    return rgb_at(image, xy)
+
+
+def test_rgba_is_composited_on_white():
+    image = Image.new("RGBA", (64, 64), (255, 0, 0, 0))
+    image.paste((0, 0, 255, 255), (32, 0, 64, 64))
+    data = encode(image, "PNG")
+    assert _pixel(data) == (255, 255, 255)
+    assert _pixel(data, xy=(40, 2)) == (0, 0, 255)
+
+
+def test_palette_with_transparency_is_composited_on_white():
+    image = Image.new("P", (64, 64), 1)
+    image.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    data = encode(image, "PNG", transparency=1)
+    assert _pixel(data) == (255, 255, 255)
+    opaque = encode(image, "PNG")
+    assert _pixel(opaque) == (255, 0, 0)
+
+
+def test_grey_with_alpha_is_composited_on_white():
+    image = Image.new("LA", (64, 64), (0, 128))
+    grey = _pixel(encode(image, "PNG"))
+    assert grey[0] == grey[1] == grey[2]
+    assert 120 <= grey[0] <= 135  # black at half opacity over white
+
+
+def test_cmyk_jpeg_becomes_rgb():
+    image = Image.new("CMYK", (64, 64), (0, 255, 255, 0))  # red
+    red = _pixel(encode(image, "JPEG", quality=95))
+    assert red[0] > 200 and red[1] < 60 and red[2] < 60
+
+
+def test_sixteen_bit_grey_is_scaled_to_eight_bits():
+    image = Image.new("I;16", (64, 64), 32896)  # 128 * 257
+    data = encode(image, "PNG")
+    assert Image.open(io.BytesIO(data)).mode.startswith("I")
+    assert _pixel(data) == (128, 128, 128)
+
+
+def test_unsupported_mode_is_a_decode_error():
+    data = encode(Image.new("LAB", (64, 64)), "TIFF")
+    with pytest.raises(ImageDecodeError) as info:
+        process_image(data, ShardsConfig())
+    assert info.value.reason == "unsupported mode"
+    assert info.value.status == STATUS_FAILED_DECODE
+
+
+def test_exif_orientation_is_applied():
+    stored = Image.new("RGB", (200, 100), (255, 0, 0))
+    stored.paste((0, 0, 255), (100, 0, 200, 100))  # left red, right blue
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated 90 degrees clockwise
+    data = encode(stored, "JPEG", quality=95, exif=exif.tobytes())
+    result = process_image(data, _png(resize_mode="no"))
+    assert (result.original_width, result.original_height) == (100, 200)
+    image = decoded(result.data)
+    assert image.size == (100, 200)
+    top, bottom = rgb_at(image, (50, 20)), rgb_at(image, (50, 180))
+    assert top[0] > 200 and top[2] < 60  # the left edge is now on top
+    assert bottom[2] > 200 and bottom[0] < 60
+
+
+# ---------------------------------------------------------------- hostile inputs
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    """A tiny PNG whose header declares `width` x `height`."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    idat = zlib.compress(b"\x00" * 64)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize("size", [(60_000, 60_000), (9_000, 9_000), (3, 40_000_000)])
+def test_bombs_are_refused_before_decoding(size: tuple[int, int]):
+    data = _png_declaring(*size)
+    start = time.perf_counter()
+    with pytest.raises(ImageDecodeError) as info:
+        process_image(data, ShardsConfig())
+    assert time.perf_counter() - start < 0.2  # 81M+ pixels would take far longer to allocate
+    assert info.value.reason in ("decompression bomb", "implausible size")
+
+
+def test_pixel_limit_comes_from_config():
+    data = photo_jpeg(200, 200, seed=4)
+    with pytest.raises(ImageDecodeError) as info:
+        process_image(data, ShardsConfig(max_image_pixels=30_000))
+    assert info.value.reason == "decompression bomb"
+    assert process_image(data, ShardsConfig(max_image_pixels=40_000)).width == 256
+
+
+def test_zero_size_is_refused():
+    with pytest.raises(ImageDecodeError, match="zero size"):
+        check_declared_size((0, 10), 1000)
+
+
+def test_non_web_formats_are_not_opened():
+    data = encode(photo_like(64, 64, seed=13), "PPM")
+    assert Image.open(io.BytesIO(data)).format == "PPM"
+    with pytest.raises(ImageDecodeError, match="unidentified image"):
+        process_image(data, ShardsConfig())
+
+
+@pytest.mark.parametrize("data", [b"", b"not an image", b"\x89PNG\r\n\x1a\n" + b"\x00" * 20])
+def test_garbage_is_unidentified(data: bytes):
+    with pytest.raises(ImageDecodeError) as info:
+        process_image(data, ShardsConfig())
+    assert info.value.reason in ("unidentified image", "broken image")
+
+
+def test_truncated_jpeg_is_a_decode_error():
+    data = photo_jpeg(640, 480, seed=5)
+    with pytest.raises(ImageDecodeError) as info:
+        process_image(data[: len(data) // 2], ShardsConfig())
+    assert info.value.reason in ("truncated", "broken image")
+    assert str(info.value)
+
+
+def test_encode_failure_is_a_resize_error():
+    config = ShardsConfig(encode_format="bmp")  # not validated here: load_config would refuse it
+    with pytest.raises(ImageResizeError) as info:
+        process_image(photo_jpeg(64, 64, seed=6), config)
+    assert info.value.status == STATUS_FAILED_RESIZE
+
+
+def test_pillow_bad_input_corpus(shared_data: Path):
+    """Every file: a result or one of our two errors, in under a second, as the probe says.
+
+    Bombs in formats we do not open (ICNS, FLI) are refused as unidentified instead.
+    """
+    probe: dict[str, str] = json.loads((shared_data / PROBE).read_text())
+    assert len(probe) > 200
+    config = ShardsConfig()
+    for name, outcome in sorted(probe.items()):
+        data = (shared_data / BAD_DIR / name).read_bytes()
+        start = time.perf_counter()
+        try:
+            result = process_image(data, config)
+        except (ImageDecodeError, ImageResizeError) as exc:
+            result = None
+            error = exc
+        assert time.perf_counter() - start < 1.0, name
+        if outcome.startswith("OK"):
+            assert result is not None, f"{name}: {error}"
+            assert decoded(result.data).size == (result.width, result.height)
+        else:
+            assert result is None, name
+            assert isinstance(error, ImageDecodeError)
+        if outcome.startswith("BOMB") and Path(name).suffix in WEB_SUFFIXES:
+            assert error.reason == "decompression bomb", name
+        if outcome.startswith("UNIDENTIFIED"):
+            assert error.reason == "unidentified image", name
+
+
+# ---------------------------------------------------------------- hashes
+
+
+def test_sha256_is_of_the_downloaded_bytes():
+    data = photo_jpeg(300, 200, seed=7)
+    assert process_image(data, ShardsConfig()).sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_phash_bit_order_matches_imagehash_hex():
+    value = imagehash.phash(photo_like(200, 150, seed=8))
+    assert phash_to_int(value) == int(str(value), 16)
+    assert 0 <= phash_to_int(value) < 2**64
+
+
+def _distance(a: int, b: int) -> int:
+    return (a ^ b).bit_count()
+
+
+def test_phash_survives_recompression_and_resize(shared_data: Path):
+    photos = sorted((shared_data / RESIZE_DIR).glob("*.jpg"))
+    photos += sorted((shared_data / "images/sklearn").glob("*.jpg"))
+    config = ShardsConfig()
+    hashes = []
+    for path in photos:
+        original = Image.open(path).convert("RGB")
+        reference = process_image(encode(original, "JPEG", quality=95), config).phash
+        recompressed = process_image(encode(original, "JPEG", quality=60), config).phash
+        half = original.resize(
+            (original.width // 2, original.height // 2), Image.Resampling.LANCZOS
+        )
+        smaller = process_image(encode(half, "PNG"), config).phash
+        assert _distance(reference, recompressed) <= 3, path.name
+        assert _distance(reference, smaller) <= 3, path.name
+        hashes.append(reference)
+    for a, b in combinations(hashes, 2):
+        assert _distance(a, b) > 10
+
+
+def test_phash_is_of_the_original_not_the_crop():
+    data = photo_jpeg(600, 300, seed=9)
+    hashes = {process_image(data, ShardsConfig(resize_mode=m)).phash for m in ("no", "border")}
+    hashes.add(process_image(data, ShardsConfig(resize_mode="center_crop")).phash)
+    assert len(hashes) == 1
+    full = phash_to_int(imagehash.phash(photo_like(600, 300, seed=9)))
+    assert _distance(full, hashes.pop()) <= 3
+
+
+def test_compute_phash_matches_plain_imagehash_closely():
+    image = photo_like(1600, 1200, seed=10)
+    assert _distance(compute_phash(image), phash_to_int(imagehash.phash(image))) <= 2
+
+
+def test_annotate_fills_the_pair():
+    result = process_image(photo_jpeg(300, 200, seed=11), ShardsConfig())
+    pair = result.annotate(Pair(url="http://127.0.0.1/a.jpg", caption="a red disc"))
+    assert pair.status == STATUS_SUCCESS
+    assert (pair.width, pair.height, pair.original_width) == (384, 256, 300)
+    assert pair.phash == result.phash and pair.sha256 == result.sha256
+
+
+# ---------------------------------------------------------------- speed
+
+
+def _best_of(runs: int, call) -> float:  # type: ignore[no-untyped-def]
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def test_draft_decode_is_faster_and_gives_the_same_size():
+    data = photo_jpeg(3000, 2000, seed=12, quality=92)
+    config = ShardsConfig(image_size=256)
+    fast = process_image(data, config)
+    full = process_image(data, config, draft=False)
+    assert (fast.width, fast.height) == (full.width, full.height) == (384, 256)
+    assert (fast.original_width, fast.original_height) == (3000, 2000)
+    assert _distance(fast.phash, full.phash) <= 3
+    a = np.asarray(decoded(fast.data), dtype=np.int16)
+    b = np.asarray(decoded(full.data), dtype=np.int16)
+    assert np.abs(a - b).mean() < 6  # the same picture
+    drafted = _best_of(3, lambda: process_image(data, config))
+    undrafted = _best_of(3, lambda: process_image(data, config, draft=False))
+    print(f"3000x2000 -> 256: draft {drafted * 1000:.0f} ms, full {undrafted * 1000:.0f} ms")
+    assert drafted * 1.5 < undrafted
+
+
+def test_throughput_on_photo_like_jpegs(photos_640x480: list[bytes]):
+    config = ShardsConfig(image_size=256, resize_mode="keep_ratio")
+    process_image(photos_640x480[0], config)  # warm up imports
+    start = time.perf_counter()
+    for data in photos_640x480:
+        assert process_image(data, config).width == 341
+    rate = len(photos_640x480) / (time.perf_counter() - start)
+    print(f"process_image 640x480 -> 256 keep_ratio: {rate:.0f} images/s on one core")
+    assert rate > 20  # a loose floor: the machine running tests may be busy
