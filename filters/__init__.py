@@ -1,0 +1,7 @@
+"""Curation: each step answers keep or drop-with-reason for a `Pair`, or annotates it.
+
+Text side, in the runner's order: `text` (caption rules) -> `dedup` (url, uid) ->
+`matching` (query-list entries, using `queries`) -> `language` -> `balance`. Image side,
+after download: `image_rules` -> `dedup.dedup_images` (sha256) -> `neardup` (pHash).
+Every iterator stage passes pairs that are already dropped through untouched.
+"""
