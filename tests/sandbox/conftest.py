@@ -1,0 +1,3 @@
+from tests.sandbox_fixture import sandbox_web
+
+__all__ = ["sandbox_web"]
