@@ -1,0 +1,352 @@
+"""One HTTP GET with the crawler's manners, shared by the page crawler and the image downloader.
+
+`fetch` follows redirects itself (so every hop is re-checked against robots.txt and the
+private-address rule, and loops are caught), streams the body under a size cap that also
+bounds the decompressed size (aiohttp decompresses while streaming), retries on 408, 429,
+5xx, timeouts and connection errors with exponential backoff (Retry-After honoured up to
+a cap), and reports every failure as data in `FetchResult.error`, never as an exception.
+
+`open_session` builds the one `aiohttp.ClientSession` a stage uses: a DNS cache, a
+connection cap overall and per host, no cookies, and, unless private addresses are
+allowed, a resolver that refuses names resolving to loopback, private or link-local
+addresses (so a public name cannot be pointed at an internal one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+from multidict import CIMultiDict
+
+from crawlers.urls import InvalidURLError, is_ip_literal, is_private_ip, normalize_url
+from pipeline.config import CrawlConfig, ShardsConfig
+
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+RETRY_STATUSES = frozenset({408, 429})  # and every 5xx
+RETRY_ERRORS = frozenset({"timeout", "connection_error"})
+CHUNK_BYTES = 64 * 1024
+
+# `error` values a FetchResult can carry
+ERROR_TIMEOUT = "timeout"
+ERROR_CONNECTION = "connection_error"
+ERROR_TOO_LARGE = "too_large"
+ERROR_REDIRECT_LOOP = "redirect_loop"
+ERROR_TOO_MANY_REDIRECTS = "too_many_redirects"
+ERROR_PRIVATE = "private_address"
+ERROR_INVALID_URL = "invalid_url"
+
+# Checks a redirect target; returns a reason to stop (e.g. "robots_disallowed") or None.
+HopCheck = Callable[[str], Awaitable[str | None]]
+
+
+@dataclass(frozen=True)
+class FetchOptions:
+    """How one fetch behaves; built from a stage config with `for_crawl` / `for_images`."""
+
+    user_agent: str = "OpenWITBot/0.1"
+    timeout: float = 10.0  # per attempt, body included
+    retries: int = 2
+    backoff: float = 0.2  # first retry delay, doubled each retry
+    max_retry_after: float = 10.0  # Retry-After above this is cut to this
+    max_redirects: int = 5
+    max_bytes: int = 5_000_000  # on the decompressed body
+    truncate: bool = False  # True: keep the first max_bytes instead of failing too_large
+    allow_private_addresses: bool = False
+
+    @classmethod
+    def for_crawl(cls, config: CrawlConfig, **overrides: Any) -> FetchOptions:
+        values: dict[str, Any] = {
+            "user_agent": config.user_agent,
+            "timeout": config.timeout,
+            "retries": config.retries,
+            "backoff": config.backoff,
+            "max_redirects": config.max_redirects,
+            "max_bytes": config.max_page_bytes,
+            "allow_private_addresses": config.allow_private_addresses,
+        }
+        return cls(**{**values, **overrides})
+
+    @classmethod
+    def for_images(cls, config: ShardsConfig, **overrides: Any) -> FetchOptions:
+        values: dict[str, Any] = {
+            "user_agent": config.user_agent,
+            "timeout": config.timeout,
+            "retries": config.retries,
+            "max_bytes": config.max_image_bytes,
+            "allow_private_addresses": config.allow_private_addresses,
+        }
+        return cls(**{**values, **overrides})
+
+
+@dataclass
+class FetchResult:
+    """The outcome of `fetch`: a response (any status) or an `error` reason, never both."""
+
+    url: str
+    final_url: str
+    status: int | None = None
+    headers: CIMultiDict[str] = field(default_factory=CIMultiDict)
+    body: bytes = b""
+    error: str | None = None  # one of the ERROR_* reasons, or a HopCheck's reason
+    error_message: str | None = None  # short human-readable detail
+    retries: int = 0
+    redirects: list[str] = field(default_factory=list)  # hop targets, in order
+    truncated: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.status is not None and 200 <= self.status < 300
+
+    @property
+    def content_type(self) -> str | None:
+        """The media type without parameters, lower-cased."""
+        value = self.headers.get("Content-Type")
+        return value.split(";")[0].strip().lower() or None if value else None
+
+    def failure(self) -> str | None:
+        """Why this is not a usable 2xx response (`timeout`, `http_404`, ...), or None."""
+        if self.error is not None:
+            return self.error
+        if self.status is None or not 200 <= self.status < 300:
+            return f"http_{self.status}"
+        return None
+
+
+class PrivateAddressError(OSError):
+    """A host name resolved to a loopback, private or link-local address."""
+
+
+class PublicOnlyResolver(AbstractResolver):
+    """Resolves through aiohttp's default resolver and refuses non-public addresses."""
+
+    def __init__(self) -> None:
+        self._inner = DefaultResolver()
+
+    async def resolve(self, host: str, port: int = 0, family: Any = 0) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        for result in results:
+            if is_private_ip(result["host"]):
+                raise PrivateAddressError(f"{host} resolves to private address {result['host']}")
+        return results
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def open_session(
+    user_agent: str,
+    concurrency: int,
+    per_host_connections: int,
+    allow_private_addresses: bool = False,
+    dns_cache_seconds: float = 300.0,
+) -> aiohttp.ClientSession:
+    """The shared session of a stage (use as `async with`)."""
+    connector = aiohttp.TCPConnector(
+        limit=concurrency,
+        limit_per_host=per_host_connections,
+        ttl_dns_cache=int(dns_cache_seconds),
+        resolver=None if allow_private_addresses else PublicOnlyResolver(),
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        headers={"User-Agent": user_agent},
+        cookie_jar=aiohttp.DummyCookieJar(),
+        trust_env=False,
+    )
+
+
+def retry_delay(
+    attempt: int,
+    status: int | None,
+    error: str | None,
+    retry_after: float | None,
+    options: FetchOptions,
+) -> float | None:
+    """Seconds to wait before retry number `attempt + 1`, or None to stop.
+
+    Retries 408, 429, 5xx, timeouts and connection errors, at most `options.retries`
+    times, waiting backoff * 2**attempt, or Retry-After when given (cut to a cap).
+    """
+    if attempt >= options.retries:
+        return None
+    retryable = error in RETRY_ERRORS or (
+        error is None and status is not None and (status in RETRY_STATUSES or status >= 500)
+    )
+    if not retryable:
+        return None
+    if retry_after is not None:
+        return min(retry_after, options.max_retry_after)
+    return options.backoff * 2**attempt
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds asked for by a Retry-After header (delta-seconds or HTTP-date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - (time.time() if now is None else now))
+
+
+async def fetch(
+    session: aiohttp.ClientSession,
+    url: str,
+    options: FetchOptions,
+    hop_check: HopCheck | None = None,
+) -> FetchResult:
+    """GET `url`, following redirects by hand; every outcome is a `FetchResult`.
+
+    `hop_check` is asked about every redirect target before it is requested (the first
+    URL is the caller's to check).
+    """
+    result = FetchResult(url=url, final_url=url)
+    visited = {url}
+    while True:
+        refusal = address_refusal(result.final_url, options)
+        if refusal is not None:
+            return _failed(result, ERROR_PRIVATE, refusal)
+        await _get_with_retries(session, result, options)
+        location = _redirect_target(result)
+        if location is None:
+            return result
+        stop = await _check_hop(result, location, visited, options, hop_check)
+        if stop is not None:
+            return stop
+        result.redirects.append(location)
+        visited.add(location)
+        result.final_url = location
+        result.status, result.headers, result.body = None, CIMultiDict(), b""
+
+
+def address_refusal(url: str, options: FetchOptions) -> str | None:
+    """Why `url` must not be fetched for its address, or None. Names are checked at
+    resolution time by `PublicOnlyResolver`; literal addresses are checked here."""
+    if options.allow_private_addresses:
+        return None
+    host = urlsplit(url).hostname or ""
+    if is_ip_literal(host) and is_private_ip(host):
+        return f"refusing private address {host}"
+    return None
+
+
+def _redirect_target(result: FetchResult) -> str | None:
+    if result.error is not None or result.status not in REDIRECT_STATUSES:
+        return None
+    location = result.headers.get("Location")
+    if not location:
+        return None
+    try:
+        return normalize_url(urljoin(result.final_url, location.strip()))
+    except (InvalidURLError, ValueError):
+        return None
+
+
+async def _check_hop(
+    result: FetchResult,
+    location: str,
+    visited: set[str],
+    options: FetchOptions,
+    hop_check: HopCheck | None,
+) -> FetchResult | None:
+    if location in visited:
+        return _failed(result, ERROR_REDIRECT_LOOP, f"redirect loop at {location}")
+    if len(result.redirects) >= options.max_redirects:
+        return _failed(result, ERROR_TOO_MANY_REDIRECTS, f"over {options.max_redirects} redirects")
+    if hop_check is not None:
+        reason = await hop_check(location)
+        if reason is not None:
+            result.final_url = location
+            return _failed(result, reason, f"redirect to {location}: {reason}")
+    return None
+
+
+def _failed(result: FetchResult, error: str, message: str) -> FetchResult:
+    result.error, result.error_message = error, message
+    result.body = b""
+    return result
+
+
+async def _get_with_retries(
+    session: aiohttp.ClientSession, result: FetchResult, options: FetchOptions
+) -> None:
+    attempt = 0
+    while True:
+        result.error = result.error_message = None
+        await _get_once(session, result, options)
+        retry_after = parse_retry_after(result.headers.get("Retry-After"))
+        delay = retry_delay(attempt, result.status, result.error, retry_after, options)
+        if delay is None:
+            return
+        attempt += 1
+        result.retries += 1
+        await asyncio.sleep(delay)
+
+
+async def _get_once(
+    session: aiohttp.ClientSession, result: FetchResult, options: FetchOptions
+) -> None:
+    timeout = aiohttp.ClientTimeout(total=options.timeout)
+    result.status, result.headers, result.body = None, CIMultiDict(), b""
+    try:
+        async with session.get(
+            result.final_url, allow_redirects=False, timeout=timeout
+        ) as response:
+            result.status = response.status
+            result.headers = CIMultiDict(response.headers)
+            if response.status in REDIRECT_STATUSES:
+                return  # the body of a redirect is not wanted
+            await _read_body(response, result, options)
+    except TimeoutError:
+        _failed(result, ERROR_TIMEOUT, f"timeout after {options.timeout:g}s")
+    except aiohttp.ClientConnectorError as exc:
+        _connection_failed(result, exc, exc.os_error)
+    except aiohttp.InvalidURL as exc:
+        _failed(result, ERROR_INVALID_URL, f"invalid URL: {exc}")
+    except (aiohttp.ClientError, OSError) as exc:
+        _connection_failed(result, exc, None)
+
+
+def _connection_failed(result: FetchResult, exc: Exception, cause: OSError | None) -> None:
+    result.status = None
+    if isinstance(cause, PrivateAddressError):
+        _failed(result, ERROR_PRIVATE, str(cause))
+    else:
+        _failed(result, ERROR_CONNECTION, f"{type(exc).__name__}: {exc}"[:200])
+
+
+async def _read_body(
+    response: aiohttp.ClientResponse, result: FetchResult, options: FetchOptions
+) -> None:
+    """Stream the (decompressed) body, stopping at `options.max_bytes`."""
+    declared = response.content_length
+    encoded = response.headers.get("Content-Encoding", "identity").lower() != "identity"
+    too_large = declared is not None and declared > options.max_bytes
+    if too_large and not encoded and not options.truncate:
+        _failed(result, ERROR_TOO_LARGE, f"body of {declared} bytes over {options.max_bytes}")
+        return
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(CHUNK_BYTES):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > options.max_bytes:
+            if options.truncate:
+                result.body, result.truncated = b"".join(chunks)[: options.max_bytes], True
+                return
+            _failed(result, ERROR_TOO_LARGE, f"body over {options.max_bytes} bytes")
+            return
+    result.body = b"".join(chunks)

@@ -1,0 +1,272 @@
+"""Images, links and language of an HTML page, parsed with selectolax (lexbor).
+
+`extract` never raises on malformed markup: lexbor builds a tree for any input, the way a
+browser does. Bytes are decoded by a byte-order mark, else the HTTP charset, else a
+`<meta charset>` / `http-equiv` declaration in the first 4 KiB, else UTF-8 with
+replacement characters.
+
+Each `<img>` gives at most one `ImageRef`. Its URL is the largest `data-srcset`/`srcset`
+candidate, else a lazy-loading attribute (`data-src`, `data-original`, `data-lazy-src`),
+else `src`; `data:` URIs and non-http(s) schemes are skipped. Its alt is the attribute as
+written with entities decoded and ASCII whitespace collapsed; an `<img>` without alt gives
+alt "" (still a candidate: curation drops it with a reason).
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from dataclasses import dataclass, field
+from urllib.parse import urljoin
+
+from selectolax.lexbor import LexborHTMLParser, LexborNode
+
+from crawlers.urls import InvalidURLError, normalize_url
+
+LAZY_SRC_ATTRS = ("data-src", "data-original", "data-lazy-src")
+LAZY_SRCSET_ATTRS = ("data-srcset", "data-lazy-srcset")
+HTML_TYPES = ("text/html", "application/xhtml+xml")
+# robots <meta> directives that opt a page's images out of collection
+IMAGE_OPT_OUT = frozenset({"noai", "noimageai", "noimageindex"})
+
+_WHITESPACE = re.compile(r"[ \t\n\r\f]+")
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.I)
+_BOMS = (
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+@dataclass
+class ImageRef:
+    """One `<img>` on a page: absolute image URL and its alt text."""
+
+    url: str
+    alt: str
+    has_alt: bool = True  # False when the tag had no alt attribute at all
+    width: int | None = None  # declared width/height attributes, when numeric
+    height: int | None = None
+
+
+@dataclass
+class PageContent:
+    """What a page offers the crawler."""
+
+    url: str  # the URL relative references resolve against (after `<base href>`)
+    images: list[ImageRef] = field(default_factory=list)
+    links: list[str] = field(default_factory=list)
+    lang: str | None = None
+    robots: frozenset[str] = frozenset()  # directives of <meta name="robots">, lower-case
+    images_skipped: int = 0  # <img> tags with no usable http(s) URL (data:, missing...)
+
+
+def is_html(content_type: str | None, body: bytes = b"") -> bool:
+    """True for text/html and application/xhtml+xml, or markup-looking bodies of no type."""
+    if content_type:
+        return content_type.split(";")[0].strip().lower() in HTML_TYPES
+    head = body[:512].lstrip().lower()
+    return head.startswith((b"<!doctype html", b"<html"))
+
+
+def extract(html: bytes, page_url: str, content_type: str | None = None) -> PageContent:
+    """Parse a page: images (with alt), followable links, declared language."""
+    tree = LexborHTMLParser(decode_html(html, content_type))
+    base = base_url(tree, page_url)
+    content = PageContent(url=base, lang=page_language(tree))
+    content.robots = robots_directives(tree)
+    for node in tree.css("img"):
+        ref = image_ref(node, base)
+        if ref is None:
+            content.images_skipped += 1
+        else:
+            content.images.append(ref)
+    if "nofollow" not in content.robots and "none" not in content.robots:
+        content.links = page_links(tree, base)
+    return content
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def charset_from_content_type(content_type: str | None) -> str | None:
+    """The `charset=` parameter of a Content-Type header, if present and known to Python."""
+    if not content_type:
+        return None
+    for param in content_type.split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            return known_codec(value.strip().strip("\"'"))
+    return None
+
+
+def known_codec(name: str) -> str | None:
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        return None
+
+
+def decode_html(html: bytes, content_type: str | None = None) -> str:
+    """Page bytes as text: a byte-order mark wins (as in browsers), then the HTTP charset,
+    then a <meta> charset in the first 4 KiB, then UTF-8; bad bytes become U+FFFD."""
+    for bom, bom_encoding in _BOMS:
+        if html.startswith(bom):
+            return html[len(bom) :].decode(bom_encoding, errors="replace")
+    encoding = charset_from_content_type(content_type)
+    if encoding is None:
+        match = _META_CHARSET.search(html[:4096])
+        encoding = known_codec(match.group(1).decode("ascii")) if match else None
+    if encoding is None or encoding.startswith("utf-16"):
+        encoding = "utf-8"  # bytes without a BOM that parse as ASCII markup are not UTF-16
+    return html.decode(encoding, errors="replace")
+
+
+# ---------------------------------------------------------------- page-level facts
+
+
+def base_url(tree: LexborHTMLParser, page_url: str) -> str:
+    """The first `<base href>` resolved against the page URL, else the page URL."""
+    node = tree.css_first("base[href]")
+    href = (node.attributes.get("href") or "").strip() if node is not None else ""
+    if not href:
+        return page_url
+    resolved = absolute_url(href, page_url)
+    return resolved or page_url
+
+
+def page_language(tree: LexborHTMLParser) -> str | None:
+    """`<html lang>` (or `xml:lang`), else `<meta http-equiv=content-language>`; None if unset."""
+    root = tree.css_first("html")
+    if root is not None:
+        for attr in ("lang", "xml:lang"):
+            value = (root.attributes.get(attr) or "").strip()
+            if value:
+                return value
+    for node in tree.css("meta[http-equiv]"):
+        if (node.attributes.get("http-equiv") or "").strip().lower() == "content-language":
+            value = (node.attributes.get("content") or "").split(",")[0].strip()
+            if value:
+                return value
+    return None
+
+
+def robots_directives(tree: LexborHTMLParser) -> frozenset[str]:
+    """Directives of `<meta name="robots" content=...>`, lower-cased."""
+    found: set[str] = set()
+    for node in tree.css("meta[name]"):
+        if (node.attributes.get("name") or "").strip().lower() == "robots":
+            content = (node.attributes.get("content") or "").lower()
+            found.update(t for t in re.split(r"[,\s]+", content) if t)
+    return frozenset(found)
+
+
+def page_links(tree: LexborHTMLParser, base: str) -> list[str]:
+    """Absolute http(s) URLs of `<a href>` without rel=nofollow, in page order."""
+    links = []
+    for node in tree.css("a[href]"):
+        rel = (node.attributes.get("rel") or "").lower().split()
+        if "nofollow" in rel:
+            continue
+        url = absolute_url(node.attributes.get("href") or "", base)
+        if url is not None:
+            links.append(url)
+    return links
+
+
+# ---------------------------------------------------------------- images
+
+
+def image_ref(node: LexborNode, base: str) -> ImageRef | None:
+    """The `ImageRef` of one `<img>` node, or None when it has no usable URL."""
+    attrs = node.attributes
+    url = None
+    for candidate in image_url_candidates(attrs):
+        url = absolute_url(candidate, base)
+        if url is not None:
+            break
+    if url is None:
+        return None
+    raw_alt = attrs.get("alt")
+    alt = _WHITESPACE.sub(" ", raw_alt).strip(" ") if raw_alt else ""
+    return ImageRef(
+        url=url,
+        alt=alt,
+        has_alt="alt" in attrs,
+        width=_dimension(attrs.get("width")),
+        height=_dimension(attrs.get("height")),
+    )
+
+
+def image_url_candidates(attrs: dict[str, str | None]) -> list[str]:
+    """Image URLs of an `<img>` in order of preference (largest srcset, lazy, then src)."""
+    candidates = []
+    for name in (*LAZY_SRCSET_ATTRS, "srcset"):
+        largest = largest_srcset_candidate(attrs.get(name) or "")
+        if largest:
+            candidates.append(largest)
+    candidates += [attrs.get(name) or "" for name in (*LAZY_SRC_ATTRS, "src")]
+    return [c.strip() for c in candidates if c and c.strip()]
+
+
+def parse_srcset(srcset: str) -> list[tuple[str, float, float]]:
+    """Candidates of a srcset as (url, width descriptor or 0, density or 1), per the HTML
+    spec: a URL runs to whitespace, trailing commas end it, descriptors run to a comma."""
+    result: list[tuple[str, float, float]] = []
+    pos, size = 0, len(srcset)
+    while pos < size:
+        while pos < size and (srcset[pos].isspace() or srcset[pos] == ","):
+            pos += 1
+        start = pos
+        while pos < size and not srcset[pos].isspace():
+            pos += 1
+        url = srcset[start:pos]
+        descriptors = ""
+        if url.endswith(","):
+            url = url.rstrip(",")
+        else:
+            end = srcset.find(",", pos)
+            end = size if end < 0 else end
+            descriptors, pos = srcset[pos:end], end + 1
+        if url:
+            result.append((url, *_descriptor_values(descriptors)))
+    return result
+
+
+def _descriptor_values(descriptors: str) -> tuple[float, float]:
+    width, density = 0.0, 1.0
+    for token in descriptors.split():
+        try:
+            if token.endswith("w"):
+                width = float(token[:-1])
+            elif token.endswith("x"):
+                density = float(token[:-1])
+        except ValueError:
+            continue
+    return width, density
+
+
+def largest_srcset_candidate(srcset: str) -> str | None:
+    """The srcset URL with the largest width descriptor, else the largest density."""
+    candidates = [c for c in parse_srcset(srcset) if not c[0].lower().startswith("data:")]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda c: (c[1], c[2]))[0]
+
+
+def absolute_url(reference: str, base: str) -> str | None:
+    """`reference` resolved against `base` and normalised; None unless it is http(s)."""
+    reference = reference.strip()
+    if not reference or reference.lower().startswith(("data:", "javascript:", "mailto:")):
+        return None
+    try:
+        return normalize_url(urljoin(base, reference))
+    except (InvalidURLError, ValueError):
+        return None
+
+
+def _dimension(value: str | None) -> int | None:
+    if not value:
+        return None
+    digits = value.strip().removesuffix("px")
+    return int(digits) if digits.isdigit() and len(digits) < 7 else None

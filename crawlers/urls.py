@@ -1,0 +1,142 @@
+"""URL normalisation, the per-host politeness key, private-address checks and trap heuristics.
+
+`normalize_url` gives one spelling per resource so the frontier's seen-set and the dedup
+stages compare like with like: scheme and host lower-cased (international hosts as IDNA),
+default ports and fragments dropped, `.` and `..` segments resolved, percent-escapes
+upper-cased and unreserved characters decoded (RFC 3986 section 6.2.2). The query keeps
+its order: reordering parameters can change what a server returns.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from urllib.parse import urlsplit, urlunsplit
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
+_UNSAFE = re.compile(r"[^\x21-\x7e]|[\"<>\\^`{|}]|%(?![0-9A-Fa-f]{2})")
+
+MAX_PATH_SEGMENTS = 12  # more than this and a URL is treated as a crawler trap
+MAX_SEGMENT_REPEATS = 3  # a path segment occurring this often is a trap (/a/b/a/b/a/...)
+
+
+class InvalidURLError(ValueError):
+    """A URL that cannot be crawled: not http(s), no host, or a bad port."""
+
+
+def normalize_url(url: str) -> str:
+    """The canonical spelling of an absolute http(s) URL; raises `InvalidURLError`."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidURLError(f"invalid URL {url!r}: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS:
+        raise InvalidURLError(f"invalid URL {url!r}: scheme must be http or https")
+    host = _normalize_host(parts.hostname or "", url)
+    netloc = host if port in (None, DEFAULT_PORTS[scheme]) else f"{host}:{port}"
+    path = _normalize_escapes(remove_dot_segments(parts.path or "/"))
+    query = _normalize_escapes(parts.query)
+    return urlunsplit((scheme, netloc, path, query, ""))
+
+
+def _normalize_host(host: str, url: str) -> str:
+    if not host:
+        raise InvalidURLError(f"invalid URL {url!r}: no host")
+    host = host.rstrip(".").lower()
+    if ":" in host:  # an IPv6 literal
+        return f"[{host}]"
+    if host.isascii():
+        return host
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise InvalidURLError(f"invalid URL {url!r}: bad host ({exc})") from None
+
+
+def _normalize_escapes(text: str) -> str:
+    """Upper-case percent-escapes, decode escaped unreserved characters, escape unsafe ones."""
+
+    def fix(match: re.Match[str]) -> str:
+        char = chr(int(match.group(1), 16))
+        return char if char in UNRESERVED else "%" + match.group(1).upper()
+
+    text = _PERCENT.sub(fix, text)
+    return _UNSAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), text)
+
+
+def remove_dot_segments(path: str) -> str:
+    """Resolve `.` and `..` in a URL path (RFC 3986 section 5.2.4); never climbs above `/`."""
+    output: list[str] = []
+    segments = path.split("/")
+    for segment in segments[1:] if path.startswith("/") else segments:
+        if segment == "..":
+            if output:
+                output.pop()
+        elif segment != ".":
+            output.append(segment)
+    if segments[-1] in (".", ".."):
+        output.append("")  # "/a/b/.." is the folder "/a/"
+    return "/" + "/".join(output)
+
+
+def host_key(url: str) -> str:
+    """`scheme://host:port` of a URL, port always written: the unit of politeness."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    port = parts.port or DEFAULT_PORTS.get(scheme, 0)
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}"
+
+
+def is_private_ip(address: str) -> bool:
+    """True for any address that is not globally routable (loopback, private, link-local...)."""
+    ip = ipaddress.ip_address(address.strip("[]").split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not ip.is_global or ip.is_multicast
+
+
+def is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]").split("%")[0])
+    except ValueError:
+        return False
+    return True
+
+
+def is_private_address(host: str) -> bool:
+    """True if `host` is, or resolves to, a non-public address; unresolvable hosts are not.
+
+    A host that resolves to several addresses is private if any of them is, so a name
+    cannot smuggle a loopback address in behind a public one.
+    """
+    if is_ip_literal(host):
+        return is_private_ip(host)
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return False
+    return any(is_private_ip(str(info[4][0])) for info in infos)
+
+
+def trap_reason(url: str, max_url_length: int = 1024) -> str | None:
+    """Why a URL looks like a crawler trap (`url_too_long`, `repeated_segment`,
+    `too_many_segments`), or None."""
+    if len(url) > max_url_length:
+        return "url_too_long"
+    segments = [s for s in urlsplit(url).path.split("/") if s]
+    if len(segments) > MAX_PATH_SEGMENTS:
+        return "too_many_segments"
+    counts: dict[str, int] = {}
+    for segment in segments:
+        counts[segment] = counts.get(segment, 0) + 1
+        if counts[segment] >= MAX_SEGMENT_REPEATS:
+            return "repeated_segment"
+    return None
