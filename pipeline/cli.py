@@ -90,9 +90,12 @@ USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, PipelineError)
 
 def user_errors() -> tuple[type[Exception], ...]:
     """Errors that are the user's to fix: reported as one line, without a traceback."""
+    from crawlers.urllist import UrlListError
+    from crawlers.urls import InvalidURLError
+    from filters.queries import QueryListError
     from sandbox.server import SandboxError
 
-    return (*USER_ERRORS, SandboxError)
+    return (*USER_ERRORS, SandboxError, QueryListError, InvalidURLError, UrlListError)
 
 
 def main(argv: list[str] | None = None) -> int:

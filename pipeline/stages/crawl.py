@@ -54,7 +54,6 @@ def run_crawl(config: PipelineConfig) -> StageStats:
             pairs = _crawl_sandbox(config, layout, stats)
         else:
             pairs = crawl(read_seeds(config.crawl.seeds), config.crawl, stats)
-        stats.count("candidates", len(pairs))
         write_pairs(layout.candidates, pairs)
     stats.seconds = timer.seconds
     stats.save(layout.stats_file("crawl"))

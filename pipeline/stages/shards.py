@@ -36,8 +36,6 @@ from pipeline.io import is_done, mark_done, read_pairs, write_table
 from pipeline.layout import RunLayout
 from pipeline.record import (
     PAIR_SCHEMA,
-    STATUS_FAILED_DECODE,
-    STATUS_FAILED_RESIZE,
     STATUS_SUCCESS,
     Pair,
     pairs_to_table,
@@ -45,7 +43,7 @@ from pipeline.record import (
 )
 from pipeline.stages.web import sandbox_if_recorded
 from pipeline.stats import StageStats, Timer, tally
-from shards.images import ImageDecodeError, ImageResizeError, ProcessedImage, process_image
+from shards.images import ImageProcessError, ProcessedImage, process_image
 from shards.layout import plan_shards, write_manifest, write_sizes_json
 from shards.writer import ShardWriter
 
@@ -66,22 +64,8 @@ def process_task(data: bytes, config: ShardsConfig) -> tuple[ProcessedImage | No
     """Decode, resize, encode and hash one image; runs in a worker process."""
     try:
         return process_image(data, config), STATUS_SUCCESS, ""
-    except ImageDecodeError as exc:
-        return None, STATUS_FAILED_DECODE, str(exc)
-    except ImageResizeError as exc:
-        return None, STATUS_FAILED_RESIZE, str(exc)
-
-
-def with_image(pair: Pair, image: ProcessedImage) -> Pair:
-    return dataclasses.replace(
-        pair,
-        width=image.width,
-        height=image.height,
-        original_width=image.original_width,
-        original_height=image.original_height,
-        sha256=image.sha256,
-        phash=image.phash,
-    )
+    except ImageProcessError as exc:
+        return None, exc.status, str(exc)
 
 
 async def fetch_part(
@@ -100,7 +84,7 @@ async def fetch_part(
         if image is None:
             results.append((dataclasses.replace(pair, status=status, error_message=error), None))
         else:
-            results.append((image_rules(with_image(pair, image), config), image.data))
+            results.append((image_rules(image.annotate(pair), config), image.data))
 
     tasks = []
     async for pair, data in fetch_images(pairs, config, stats):

@@ -29,7 +29,10 @@ def eval_dir(config: PipelineConfig, layout: RunLayout) -> Path | None:
 def run_train(config: PipelineConfig) -> TrainResult:
     layout = RunLayout(config.root)
     spec = config.train.shards or str(layout.shards_dir)
-    shards = resolve_shards(spec)
+    try:
+        shards = resolve_shards(spec)
+    except FileNotFoundError:
+        shards = []
     if not shards:
         raise PipelineError(f"no finished shards in {spec}: run `make shards` first")
     train_config = config.train
