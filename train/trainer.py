@@ -1,0 +1,390 @@
+"""The training loop: one function, `train`, readable top to bottom.
+
+Runs as one process, or as one rank of a torchrun job (DDP) when `WORLD_SIZE > 1` is in the
+environment: gloo on CPU, NCCL on CUDA. Everything a rerun needs is in
+`out_dir/checkpoint.pt` (model, optimizer, step, epoch, config, RNG state): a run that was
+stopped (by `max_seconds`, or killed) continues from its last checkpoint at the exact batch
+it had reached, since the loader can start any epoch after any number of batches.
+
+Files in `out_dir` (written by rank 0): `log.jsonl` (one line every `log_every` steps:
+step, epoch, loss, lr, logit scale, samples/s), `checkpoint.pt`, `results.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from pipeline.config import TrainConfig
+from pipeline.io import atomic_path, write_json, write_text
+from train.data import batches_per_epoch, derive_seed, make_loader
+from train.evaluate import zero_shot_accuracy
+from train.loss import ClipLoss
+from train.model import CLIP, LOGIT_SCALE_MAX
+from train.tokenizer import HashTokenizer
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+LOG_FILE = "log.jsonl"
+RESULTS = "results.json"
+
+
+@dataclass
+class TrainResult:
+    """What a run achieved; saved as `results.json`."""
+
+    steps: int  # optimizer steps taken, in total (resumed runs included)
+    total_steps: int  # steps the config asks for: epochs x batches per epoch
+    samples_seen: int  # steps x global batch
+    epochs_done: float  # steps / batches per epoch
+    final_loss: float | None  # mean loss of the last logging window, across ranks
+    samples_per_second: float  # global training throughput of this invocation
+    seconds: float  # wall time of this invocation's training loop
+    stopped_early: bool  # max_seconds ran out before total_steps
+    zero_shot: dict[str, Any] | None = None
+    world_size: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Processes:
+    """This process's place in the job."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+    owns_group: bool  # this call initialised the process group and must destroy it
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+# ---------------------------------------------------------------- setup
+
+
+def start_processes(config: TrainConfig) -> Processes:
+    """Join the torchrun job if the environment describes one (WORLD_SIZE > 1)."""
+    device = torch.device(config.device)
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return Processes(0, 1, device, owns_group=False)
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    owns_group = not dist.is_initialized()
+    if owns_group:
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Processes(dist.get_rank(), dist.get_world_size(), device, owns_group)
+
+
+def wrap_for_ranks(model: CLIP, procs: Processes) -> nn.Module:
+    """DDP around the model when there are several ranks (gradients averaged over them)."""
+    if procs.world_size == 1:
+        return model
+    device_ids = [procs.device.index] if procs.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids)
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW (CLIP's betas and eps); no weight decay on norms, biases and logit_scale."""
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
+
+
+def learning_rate(step: int, config: TrainConfig, total_steps: int) -> float:
+    """Linear warmup over `warmup_steps`, then cosine decay to zero at `total_steps`."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress))) * config.lr
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(
+    path: Path,
+    model: CLIP,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    steps_per_epoch: int,
+    config: TrainConfig,
+) -> None:
+    """Write the checkpoint atomically: a reader sees the old one or the new one, whole."""
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "step": step,
+        "epoch": step // steps_per_epoch,  # the data position: epoch and batch within it
+        "batch_in_epoch": step % steps_per_epoch,
+        "config": dataclasses.asdict(config),
+        "world_size": dist.get_world_size() if dist.is_initialized() else 1,
+        "rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+# Fields whose change moves the data stream: a resumed run with other values is not exact.
+DATA_ORDER_FIELDS = ("seed", "batch_size", "samples_per_epoch", "shuffle_buffer", "workers")
+
+
+def load_checkpoint(
+    path: Path, model: CLIP, optimizer: torch.optim.Optimizer, config: TrainConfig, procs: Processes
+) -> int:
+    """Restore model, optimizer and RNG from `path` if it exists; returns the step reached."""
+    if not path.exists():
+        return 0
+    state = torch.load(path, map_location=procs.device, weights_only=True)
+    changed = [k for k in DATA_ORDER_FIELDS if state["config"].get(k) != getattr(config, k)]
+    if state["world_size"] != procs.world_size:
+        changed.append("world_size")
+    if changed:
+        log.warning("resuming with other %s: the data order is not the stopped run's", changed)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"].cpu())
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+    log.info("resumed from %s at step %d", path, state["step"])
+    return int(state["step"])
+
+
+# ---------------------------------------------------------------- agreement between ranks
+
+
+def mean_over_ranks(value: float, procs: Processes) -> float:
+    """The mean of `value` over all ranks (every rank must call this at the same step)."""
+    if procs.world_size == 1:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64, device=procs.device)
+    dist.all_reduce(tensor)
+    return tensor.item() / procs.world_size
+
+
+def out_of_time(started: float, config: TrainConfig, procs: Processes) -> bool:
+    """Whether `max_seconds` is spent; rank 0 decides and every rank gets its answer."""
+    if config.max_seconds <= 0:
+        return False
+    spent = time.monotonic() - started > config.max_seconds
+    stop = torch.tensor([float(spent)], device=procs.device)
+    if procs.world_size > 1:
+        dist.broadcast(stop, src=0)
+    return bool(stop.item())
+
+
+# ---------------------------------------------------------------- one step
+
+
+def train_step(
+    model: nn.Module,
+    loss_fn: ClipLoss,
+    optimizer: torch.optim.Optimizer,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    device: torch.device,
+) -> float:
+    """Forward, symmetric InfoNCE, backward (DDP averages gradients), update; returns the loss."""
+    images, tokens = (t.to(device, non_blocking=True) for t in batch)
+    image_features, text_features, scale = model(images, tokens)
+    loss = loss_fn(image_features, text_features, scale)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+class LogWriter:
+    """Appends one JSON line per logging window to `log.jsonl` (rank 0 only)."""
+
+    def __init__(self, path: Path, enabled: bool) -> None:
+        self.path = path
+        self.enabled = enabled
+        self.window_start = time.monotonic()
+        self.losses: list[float] = []
+
+    def trim(self, step: int) -> float | None:
+        """Drop lines logged after `step` (by a run killed before its next checkpoint).
+
+        Returns the loss of the last line kept, if any.
+        """
+        if not self.enabled or not self.path.exists():
+            return None
+        lines = self.path.read_text().splitlines(keepends=True)
+        kept = [json.loads(line) for line in lines if json.loads(line)["step"] <= step]
+        if len(kept) < len(lines):
+            write_text(self.path, "".join(json.dumps(record) + "\n" for record in kept))
+        return float(kept[-1]["loss"]) if kept else None
+
+    def add(self, loss: float) -> None:
+        self.losses.append(loss)
+
+    def flush(self, record: dict[str, Any], global_batch: int, procs: Processes) -> float:
+        """Write the window's mean loss (over steps and ranks) and speed; returns the loss."""
+        loss = mean_over_ranks(sum(self.losses) / max(1, len(self.losses)), procs)
+        seconds = time.monotonic() - self.window_start
+        record |= {"loss": loss, "samples_per_second": len(self.losses) * global_batch / seconds}
+        if self.enabled:
+            with open(self.path, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+        self.window_start, self.losses = time.monotonic(), []
+        return loss
+
+
+# ---------------------------------------------------------------- the run
+
+
+@dataclass
+class TrainingRun:
+    """Everything the loop touches, so the loop reads as the schedule it follows."""
+
+    config: TrainConfig
+    shards: list[str]
+    out_dir: Path
+    procs: Processes
+    model: CLIP  # the bare model: checkpoints and evaluation
+    net: nn.Module  # what the step calls: the model, or its DDP wrapper
+    optimizer: torch.optim.Optimizer
+    logger: LogWriter
+    steps_per_epoch: int
+    step: int = 0
+    final_loss: float | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def total_steps(self) -> int:
+        return self.config.epochs * self.steps_per_epoch
+
+    @property
+    def global_batch(self) -> int:
+        return self.config.batch_size * self.procs.world_size
+
+    def checkpoint(self) -> None:
+        if self.procs.is_main:
+            path = self.out_dir / CHECKPOINT
+            save_checkpoint(
+                path, self.model, self.optimizer, self.step, self.steps_per_epoch, self.config
+            )
+
+    def log(self) -> None:
+        record = {
+            "step": self.step,
+            "epoch": (self.step - 1) // self.steps_per_epoch,  # of the last step trained
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "logit_scale": self.model.logit_scale.clamp(max=LOGIT_SCALE_MAX).exp().item(),
+        }
+        self.final_loss = self.logger.flush(record, self.global_batch, self.procs)
+
+
+def run_epoch(run: TrainingRun, log_every: int) -> bool:
+    """Train from `run.step` to the end of its epoch; False if time ran out first."""
+    epoch, start_batch = divmod(run.step, run.steps_per_epoch)
+    config, procs = run.config, run.procs
+    loss_fn = ClipLoss(procs.rank, procs.world_size)
+    loader = make_loader(
+        run.shards, config, procs.rank, procs.world_size, epoch, start_batch=start_batch
+    )
+    for batch in loader:
+        for group in run.optimizer.param_groups:
+            group["lr"] = learning_rate(run.step, config, run.total_steps)
+        run.logger.add(train_step(run.net, loss_fn, run.optimizer, batch, procs.device))
+        run.step += 1
+        if run.step % log_every == 0:
+            run.log()
+        if run.step % config.checkpoint_every == 0:
+            run.checkpoint()
+        if out_of_time(run.started, config, procs):
+            return False
+    return True
+
+
+def train(
+    config: TrainConfig,
+    shards: list[str],
+    out_dir: Path,
+    eval_dir: Path | None = None,
+    *,
+    log_every: int = 10,
+) -> TrainResult:
+    """Train a CLIP on `shards` into `out_dir`, resuming from its checkpoint if present."""
+    out_dir = Path(out_dir)
+    # 1. processes and seeds: every rank builds the same initial weights
+    procs = start_processes(config)
+    torch.manual_seed(derive_seed(config.seed, "init"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # 2. model and AdamW; the schedule is counted in steps
+    model = CLIP(config).to(procs.device)
+    optimizer = make_optimizer(model, config)
+    # 3. resume: the step reached fixes the epoch and the batch within it
+    step = load_checkpoint(out_dir / CHECKPOINT, model, optimizer, config, procs)
+    run = TrainingRun(
+        config=config,
+        shards=list(shards),
+        out_dir=out_dir,
+        procs=procs,
+        model=model,
+        net=wrap_for_ranks(model, procs),
+        optimizer=optimizer,
+        logger=LogWriter(out_dir / LOG_FILE, procs.is_main),
+        steps_per_epoch=batches_per_epoch(shards, config, procs.world_size),
+        step=step,
+    )
+    run.final_loss = run.logger.trim(step)
+    # 4. epochs of a fixed number of steps, each epoch's data order set by its number
+    finished = True
+    while run.step < run.total_steps and finished:
+        finished = run_epoch(run, log_every)
+    seconds = time.monotonic() - run.started
+    if run.logger.losses:
+        run.log()
+    # 5. final checkpoint, zero-shot evaluation, results
+    run.checkpoint()
+    result = TrainResult(
+        steps=run.step,
+        total_steps=run.total_steps,
+        samples_seen=run.step * run.global_batch,
+        epochs_done=run.step / run.steps_per_epoch,
+        final_loss=run.final_loss,
+        samples_per_second=(run.step - step) * run.global_batch / max(seconds, 1e-9),
+        seconds=seconds,
+        stopped_early=run.step < run.total_steps,
+        world_size=procs.world_size,
+    )
+    return finish(run, result, eval_dir or (Path(config.eval_set) if config.eval_set else None))
+
+
+def finish(run: TrainingRun, result: TrainResult, eval_dir: Path | None) -> TrainResult:
+    """Rank 0 evaluates and writes `results.json`; then every rank leaves the group."""
+    procs = run.procs
+    if procs.is_main:
+        if eval_dir is not None:
+            tokenizer = HashTokenizer(run.config.vocab_size, run.config.context_length)
+            result.zero_shot = zero_shot_accuracy(
+                run.model, tokenizer, eval_dir, run.config.image_size, procs.device
+            )
+        write_json(run.out_dir / RESULTS, result.to_dict())
+    if procs.world_size > 1:
+        dist.barrier()
+        if procs.owns_group:
+            dist.destroy_process_group()
+    return result
