@@ -56,10 +56,11 @@ def _stage_lines(name: str, stats: dict[str, Any]) -> list[str]:
 
 
 def _train_lines(train: dict[str, Any]) -> list[str]:
+    loss = train.get("final_loss")
+    loss_text = f"{loss:.3f}" if isinstance(loss, int | float) else "n/a"
     lines = [
         f"  train   steps {train.get('steps', 0):,}, samples seen {train.get('samples_seen', 0):,},"
-        f" final loss {train.get('final_loss', float('nan')):.3f},"
-        f" {train.get('samples_per_second', 0.0):.0f} samples/s"
+        f" final loss {loss_text}, {train.get('samples_per_second', 0.0):.0f} samples/s"
         f"   ({train.get('seconds', 0.0):.1f} s)"
     ]
     zero_shot = train.get("zero_shot")

@@ -1,20 +1,26 @@
 """Stage 4: stream the run's shards into the contrastive trainer.
 
 Runs in every rank when launched under torchrun; the trainer itself splits shards by node
-and worker and makes rank 0 the only writer of logs, checkpoints and results.
+and worker and makes rank 0 the only writer of logs, checkpoints and results. A training
+run that reached its end (all epochs, or `train.max_seconds`) leaves `train/train.done`;
+a killed one resumes from its last checkpoint. To train further, raise `train.epochs` or
+`train.max_seconds` and delete the marker: the checkpoint carries on.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from pathlib import Path
+from typing import Any
 
 from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError
+from pipeline.io import is_done, mark_done, read_json
 from pipeline.layout import RunLayout
 from train.data import count_samples, resolve_shards
-from train.trainer import TrainResult, train
+from train.trainer import RESULTS, train
 
 log = logging.getLogger(__name__)
 
@@ -26,18 +32,30 @@ def eval_dir(config: PipelineConfig, layout: RunLayout) -> Path | None:
     return layout.heldout_dir if manifest.exists() else None
 
 
-def run_train(config: PipelineConfig) -> TrainResult:
-    layout = RunLayout(config.root)
-    spec = config.train.shards or str(layout.shards_dir)
+def shard_list(spec: str) -> list[str]:
     try:
         shards = resolve_shards(spec)
     except FileNotFoundError:
         shards = []
     if not shards:
         raise PipelineError(f"no finished shards in {spec}: run `make shards` first")
+    return shards
+
+
+def run_train(config: PipelineConfig) -> dict[str, Any]:
+    layout = RunLayout(config.root)
+    if is_done(layout.train_dir, "train"):
+        log.info("train: already done in %s", layout.train_dir)
+        results: dict[str, Any] = read_json(layout.train_dir / RESULTS)
+        return results
+    spec = config.train.shards or str(layout.shards_dir)
+    shards = shard_list(spec)
     train_config = config.train
     if train_config.samples_per_epoch == 0 and Path(spec).is_dir():
         samples = count_samples(Path(spec))
         train_config = dataclasses.replace(train_config, samples_per_epoch=samples)
     log.info("train: %d shards, %d samples per epoch", len(shards), train_config.samples_per_epoch)
-    return train(train_config, shards, layout.train_dir, eval_dir(config, layout))
+    result = train(train_config, shards, layout.train_dir, eval_dir(config, layout))
+    if int(os.environ.get("RANK", "0")) == 0:
+        mark_done(layout.train_dir, "train", {"steps": result.steps})
+    return result.to_dict()
