@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from crawlers.pages import crawl
-from pipeline.config import PipelineConfig
+from pipeline.config import PipelineConfig, save_config
 from pipeline.errors import PipelineError
 from pipeline.io import is_done, mark_done, write_pairs, write_text
 from pipeline.layout import RunLayout
@@ -57,6 +57,7 @@ def run_crawl(config: PipelineConfig) -> StageStats:
         write_pairs(layout.candidates, pairs)
     stats.seconds = timer.seconds
     stats.save(layout.stats_file("crawl"))
+    save_config(config, layout.crawl_dir / "config.toml")
     mark_done(layout.crawl_dir, "crawl", {"candidates": len(pairs)})
     return stats
 

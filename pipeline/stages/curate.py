@@ -27,7 +27,7 @@ from filters.language import detect_languages, filter_language
 from filters.matching import QueryMatcher, match_pairs
 from filters.queries import load_queries
 from filters.text import filter_text
-from pipeline.config import PipelineConfig
+from pipeline.config import PipelineConfig, save_config
 from pipeline.errors import PipelineError
 from pipeline.io import is_done, mark_done, read_pairs, write_json, write_pairs
 from pipeline.layout import RunLayout
@@ -80,5 +80,6 @@ def run_curate(config: PipelineConfig) -> StageStats:
     stats.count("query_entries", len(entries))
     stats.count("entries_matched", len(counts))
     stats.save(layout.stats_file("curate"))
+    save_config(config, layout.curate_dir / "config.toml")
     mark_done(layout.curate_dir, "curate", {"selected": len(kept)})
     return stats

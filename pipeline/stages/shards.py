@@ -30,7 +30,7 @@ from crawlers.images import fetch_images
 from filters.dedup import dedup_images
 from filters.image_rules import image_rules
 from filters.neardup import remove_near_duplicates
-from pipeline.config import PipelineConfig, ShardsConfig
+from pipeline.config import PipelineConfig, ShardsConfig, save_config
 from pipeline.errors import PipelineError
 from pipeline.io import is_done, mark_done, read_pairs, write_table
 from pipeline.layout import RunLayout
@@ -213,5 +213,6 @@ def run_shards(config: PipelineConfig) -> StageStats:
     stats.seconds = timer.seconds
     stats.count("shards", len(plan))
     stats.save(layout.stats_file("shards"))
+    save_config(config, layout.shards_dir / "config.toml")
     mark_done(layout.shards_dir, "shards", {"shards": len(plan), "samples": stats.kept})
     return stats

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import PipelineConfig
+from pipeline.config import PipelineConfig, save_config
 from pipeline.errors import PipelineError
 from pipeline.io import is_done, mark_done, read_json
 from pipeline.layout import RunLayout
@@ -57,5 +57,6 @@ def run_train(config: PipelineConfig) -> dict[str, Any]:
     log.info("train: %d shards, %d samples per epoch", len(shards), train_config.samples_per_epoch)
     result = train(train_config, shards, layout.train_dir, eval_dir(config, layout))
     if int(os.environ.get("RANK", "0")) == 0:
+        save_config(config, layout.train_dir / "config.toml")
         mark_done(layout.train_dir, "train", {"steps": result.steps})
     return result.to_dict()
