@@ -15,9 +15,10 @@ addresses (so a public name cannot be pointed at an internal one).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -162,6 +163,24 @@ def open_session(
         cookie_jar=aiohttp.DummyCookieJar(),
         trust_env=False,
     )
+
+
+@contextlib.asynccontextmanager
+async def session_for(
+    session: aiohttp.ClientSession | None,
+    user_agent: str,
+    concurrency: int,
+    per_host_connections: int,
+    allow_private_addresses: bool,
+) -> AsyncIterator[aiohttp.ClientSession]:
+    """`session` when the caller shares one, else a session of our own, closed afterwards."""
+    if session is not None:
+        yield session
+        return
+    async with open_session(
+        user_agent, concurrency, per_host_connections, allow_private_addresses
+    ) as own_session:
+        yield own_session
 
 
 def retry_delay(

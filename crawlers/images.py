@@ -25,7 +25,7 @@ from typing import Any
 
 import aiohttp
 
-from crawlers.fetch import FetchOptions, FetchResult, fetch, open_session
+from crawlers.fetch import FetchOptions, FetchResult, fetch, session_for
 from crawlers.urls import InvalidURLError, host_key, normalize_url
 from pipeline.config import ShardsConfig
 from pipeline.record import STATUS_FAILED_DOWNLOAD, STATUS_OPTED_OUT, STATUS_SUCCESS, Pair
@@ -178,17 +178,14 @@ async def fetch_images(
     before their results are yielded.
     """
     options = FetchOptions.for_images(config)
-    if session is None:
-        async with open_session(
-            config.user_agent,
-            config.concurrency,
-            config.per_host_connections,
-            config.allow_private_addresses,
-        ) as own_session:
-            async for item in _download_all(pairs, config, stats, own_session, options, window):
-                yield item
-    else:
-        async for item in _download_all(pairs, config, stats, session, options, window):
+    async with session_for(
+        session,
+        config.user_agent,
+        config.concurrency,
+        config.per_host_connections,
+        config.allow_private_addresses,
+    ) as shared:
+        async for item in _download_all(pairs, config, stats, shared, options, window):
             yield item
 
 

@@ -25,7 +25,7 @@ import time
 
 import aiohttp
 
-from crawlers.fetch import FetchOptions, FetchResult, fetch, open_session
+from crawlers.fetch import FetchOptions, FetchResult, fetch, session_for
 from crawlers.frontier import DROP_CRAWL_DELAY, FrontierEntry, HostFrontier
 from crawlers.html import IMAGE_OPT_OUT, extract, is_html
 from crawlers.robots import RobotsCache
@@ -212,16 +212,14 @@ async def crawl_pages(
     """
     start = time.perf_counter()
     normalized = normalize_seeds(seeds)
-    if session is None:
-        async with open_session(
-            config.user_agent,
-            config.concurrency,
-            config.per_host_connections,
-            config.allow_private_addresses,
-        ) as own_session:
-            pairs = await PageCrawler(own_session, config, stats).run(normalized)
-    else:
-        pairs = await PageCrawler(session, config, stats).run(normalized)
+    async with session_for(
+        session,
+        config.user_agent,
+        config.concurrency,
+        config.per_host_connections,
+        config.allow_private_addresses,
+    ) as shared:
+        pairs = await PageCrawler(shared, config, stats).run(normalized)
     stats.seconds = time.perf_counter() - start
     return pairs
 

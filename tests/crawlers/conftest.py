@@ -259,22 +259,21 @@ class FaultServer:
         )
 
 
-@pytest.fixture
-def fault_server() -> Iterator[FaultServer]:
+def serve_faults() -> Iterator[FaultServer]:
     server = FaultServer()
     server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def fault_server() -> Iterator[FaultServer]:
+    yield from serve_faults()
 
 
 @pytest.fixture
 def second_server() -> Iterator[FaultServer]:
     """Another host (a different port is a different politeness unit)."""
-    server = FaultServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from serve_faults()
