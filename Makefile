@@ -12,8 +12,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 WORKDIR ?= runs/demo
 SEEDS ?=
-# With no seeds the run is the sandbox demo and takes its settings from configs/demo.toml.
-CONFIG ?= $(if $(SEEDS),,configs/demo.toml)
+# A new run without seeds is the sandbox demo, with the settings of configs/demo.toml; a run
+# folder that has a config.toml continues with it (the CLI loads it when CONFIG is empty).
+CONFIG ?= $(if $(SEEDS)$(wildcard $(WORKDIR)/config.toml),,configs/demo.toml)
 SET ?=
 NPROC ?= 1
 ARGS := $(if $(CONFIG),--config $(CONFIG)) --workdir $(WORKDIR) \

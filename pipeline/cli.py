@@ -8,7 +8,8 @@
     demo     all of the above, in order, then the report
 
 Every command takes `--config FILE`, `--set key=value` (repeatable, TOML values) and
-`--workdir DIR`; a finished stage is skipped, so rerunning a command resumes it. Bad input
+`--workdir DIR`. Without `--config`, a command continues with the config an earlier command
+saved in the run folder. A finished stage is skipped, so rerunning a command resumes it. Bad input
 (a missing file, an unknown key, a used port) is one line on stderr and exit status 2.
 """
 
@@ -20,6 +21,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from pipeline.config import ConfigError, PipelineConfig, load_config, save_config
@@ -47,12 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_config(args: argparse.Namespace) -> PipelineConfig:
+    """--config, else the config saved in --workdir by an earlier command, then --set."""
+    config_file = args.config
+    if not config_file and args.workdir:
+        saved = RunLayout(Path(args.workdir)).config_file
+        config_file = str(saved) if saved.exists() else None
     overrides = list(args.overrides)
     if args.workdir:
         overrides.append(f"workdir={_toml_string(args.workdir)}")
     if args.seeds:
         overrides.append(f"crawl.seeds={_toml_string(args.seeds)}")
-    return load_config(args.config, overrides)
+    return load_config(config_file, overrides)
 
 
 def _toml_string(value: str) -> str:

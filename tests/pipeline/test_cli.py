@@ -82,3 +82,17 @@ def test_port_in_use_is_one_line_and_loses_nothing(tmp_path: Path) -> None:
 def test_stage_without_its_input(tmp_path: Path, command: str) -> None:
     result = run_cli(command, "--workdir", str(tmp_path / "run"))
     assert_one_line_error(result, "first")
+
+
+def test_a_run_folder_keeps_its_config(tmp_path: Path) -> None:
+    from pipeline.cli import build_parser, resolve_config
+    from pipeline.config import load_config, save_config
+
+    workdir = tmp_path / "run"
+    save_config(load_config(None, ["seed=5", f"workdir='{workdir}'"]), workdir / "config.toml")
+    args = build_parser().parse_args(["shards", "--workdir", str(workdir), "--set", "seed=6"])
+    assert resolve_config(args).seed == 6
+    args = build_parser().parse_args(["shards", "--workdir", str(workdir)])
+    assert resolve_config(args).seed == 5
+    args = build_parser().parse_args(["shards", "--workdir", str(tmp_path / "new")])
+    assert resolve_config(args).seed == 0
