@@ -37,9 +37,18 @@ class SandboxConfig:
     heldout_per_class: int = 10  # labelled images per class for zero-shot evaluation
     slow_seconds: float = 0.3  # delay of the deliberately slow routes
     bind: str = "127.0.0.1"
+    # Port of host 0; host i listens on base_port + i. 0 takes free ports. Image URLs carry
+    # the ports, so fixed ports make reruns select exactly the same pairs.
+    base_port: int = 0
+
+    def ports(self) -> list[int] | None:
+        """The configured ports, or None for free ones."""
+        return [self.base_port + i for i in range(self.hosts)] if self.base_port else None
 
     def check(self) -> list[tuple[str, str]]:
         errors = _positive(self, "hosts", "pages_per_host", "images_per_page", "image_size")
+        if not 0 <= self.base_port <= 65535 - self.hosts:
+            errors.append(("base_port", "must be 0 (free ports) or a port with room for the hosts"))
         if self.bind not in ("127.0.0.1", "localhost", "::1"):
             errors.append(("bind", "the sandbox only binds to loopback"))
         return errors

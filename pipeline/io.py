@@ -49,6 +49,20 @@ def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
         os.fsync(handle.fileno())
 
 
+def remove_stale_temporaries(folder: str | Path) -> int:
+    """Delete the `.tmp-*` files a killed writer left in `folder`; returns how many.
+
+    Only for a stage's own output folder at the stage's start: one run owns a folder.
+    """
+    target = Path(folder)
+    if not target.is_dir():
+        return 0
+    stale = [p for p in target.glob(TMP_PREFIX + "*") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
 def write_text(path: str | Path, text: str) -> None:
     with atomic_open(path, "w") as handle:
         handle.write(text)

@@ -40,7 +40,7 @@ def _reasons(dropped: dict[str, int], limit: int = 12) -> list[str]:
 
 def _stage_lines(name: str, stats: dict[str, Any]) -> list[str]:
     heading = {
-        "crawl": "pages attempted {seen:,} -> fetched and parsed {kept:,}",
+        "crawl": "pages considered {seen:,} -> fetched and parsed {kept:,}",
         "curate": "candidates {seen:,} -> selected {kept:,}",
         "shards": "selected {seen:,} -> written to shards {kept:,}",
     }[name].format(**stats)

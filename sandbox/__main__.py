@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "heldout":
         print(write_heldout(config, args.folder))
         return 0
-    ports = [args.port + i for i in range(config.hosts)] if args.port else None
+    ports = [args.port + i for i in range(config.hosts)] if args.port else config.ports()
     try:
         asyncio.run(serve_forever(config, ports))
     except SandboxError as exc:

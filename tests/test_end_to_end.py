@@ -26,7 +26,7 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.slow
 
 # The demo's settings, with a shorter training budget.
-OVERRIDES = ["train.max_seconds=60"]
+OVERRIDES = ["train.max_seconds=60", "sandbox.base_port=0"]
 
 NEVER_IN_SHARDS = (
     "junk_alt",
@@ -96,7 +96,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
 
 def test_report_is_printed(demo: DemoRun) -> None:
     out = demo.result.stdout
-    for line in ("pages attempted", "candidates", "written to shards", "zero-shot"):
+    for line in ("pages considered", "candidates", "written to shards", "zero-shot"):
         assert line in out, out
     assert (demo.workdir / "report.txt").read_text() == out
 

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from crawlers.pages import crawl
 from pipeline.config import PipelineConfig, save_config
 from pipeline.errors import PipelineError
-from pipeline.io import is_done, mark_done, write_pairs, write_text
+from pipeline.io import is_done, mark_done, remove_stale_temporaries, write_pairs, write_text
 from pipeline.layout import RunLayout
 from pipeline.stages.web import sandbox_web, uses_sandbox
 from pipeline.stats import StageStats, Timer
@@ -49,6 +49,7 @@ def run_crawl(config: PipelineConfig) -> StageStats:
         log.info("crawl: already done in %s", layout.crawl_dir)
         return StageStats.load(layout.stats_file("crawl"))
     stats = StageStats("crawl")
+    remove_stale_temporaries(layout.crawl_dir)
     with Timer() as timer:
         if uses_sandbox(config):
             pairs = _crawl_sandbox(config, layout, stats)

@@ -29,7 +29,14 @@ from filters.queries import load_queries
 from filters.text import filter_text
 from pipeline.config import PipelineConfig, save_config
 from pipeline.errors import PipelineError
-from pipeline.io import is_done, mark_done, read_pairs, write_json, write_pairs
+from pipeline.io import (
+    is_done,
+    mark_done,
+    read_pairs,
+    remove_stale_temporaries,
+    write_json,
+    write_pairs,
+)
 from pipeline.layout import RunLayout
 from pipeline.record import Pair
 from pipeline.stats import StageStats, Timer, tally
@@ -69,6 +76,7 @@ def run_curate(config: PipelineConfig) -> StageStats:
         raise PipelineError(f"no finished crawl in {layout.crawl_dir}: run the crawl first")
     entries = load_queries(queries_path(config, layout))
     stats = StageStats("curate")
+    remove_stale_temporaries(layout.curate_dir)
     with Timer() as timer:
         pairs = curate(read_pairs(layout.candidates), config, entries)
         pairs = list(tally(pairs, stats))

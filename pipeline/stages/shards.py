@@ -32,7 +32,7 @@ from filters.image_rules import image_rules
 from filters.neardup import remove_near_duplicates
 from pipeline.config import PipelineConfig, ShardsConfig, save_config
 from pipeline.errors import PipelineError
-from pipeline.io import is_done, mark_done, read_pairs, write_table
+from pipeline.io import is_done, mark_done, read_pairs, remove_stale_temporaries, write_table
 from pipeline.layout import RunLayout
 from pipeline.record import (
     PAIR_SCHEMA,
@@ -194,6 +194,8 @@ def run_shards(config: PipelineConfig) -> StageStats:
         for uids in plan_shards(selected, config.shards.samples_per_shard)
     ]
     stats = StageStats("shards")
+    for folder in (layout.images_dir, layout.shards_dir):
+        remove_stale_temporaries(folder)
     with Timer() as timer:
         with sandbox_if_recorded(config, layout) as web:
             cfg = config.shards

@@ -1,9 +1,9 @@
 """The sandbox web for runs without seeds: started on the ports the crawl recorded.
 
 Image URLs carry the sandbox's ports, so a later stage (or a rerun after a kill) must find
-the sandbox where the crawl found it: the first start takes free ports and writes them to
-`sandbox/ports.json`; every later start binds the same ones (a port taken meanwhile is one
-clear error).
+the sandbox where the crawl found it: the first start takes `sandbox.base_port` onwards (or
+free ports) and writes them to `sandbox/ports.json`; every later start binds the same ones
+(a port taken meanwhile is one clear error).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from pipeline.config import PipelineConfig
 from pipeline.io import read_json, write_json
 from pipeline.layout import RunLayout
-from sandbox.server import SandboxWeb, serve_in_thread
+from sandbox.server import SandboxError, SandboxWeb, serve_in_thread
 
 
 def uses_sandbox(config: PipelineConfig) -> bool:
@@ -31,9 +31,19 @@ def recorded_ports(layout: RunLayout) -> list[int] | None:
 
 @contextlib.contextmanager
 def sandbox_web(config: PipelineConfig, layout: RunLayout) -> Iterator[SandboxWeb]:
-    """Serve the sandbox on its recorded ports (recording fresh ones the first time)."""
+    """Serve the sandbox on its recorded ports (recording them the first time)."""
     ports = recorded_ports(layout)
-    with serve_in_thread(config.sandbox, ports) as web:
+    stack = contextlib.ExitStack()
+    try:
+        web = stack.enter_context(serve_in_thread(config.sandbox, ports or config.sandbox.ports()))
+    except SandboxError as exc:
+        hint = (
+            "this run's image URLs use those ports: free them, or use a new workdir"
+            if ports
+            else "set sandbox.base_port=0 to take free ports"
+        )
+        raise SandboxError(f"{exc} ({hint})") from None
+    with stack:
         if ports is None:
             bound = [urlsplit(url).port for url in web.base_urls]
             write_json(layout.ports_file, {"ports": bound, "base_urls": web.base_urls})

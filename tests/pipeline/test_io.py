@@ -13,6 +13,7 @@ from pipeline.io import (
     mark_done,
     read_pairs,
     read_table,
+    remove_stale_temporaries,
     write_pairs,
 )
 from pipeline.record import PAIR_SCHEMA, Pair, pair_uid
@@ -63,3 +64,11 @@ def test_read_table_aligns_foreign_columns(tmp_path: Path) -> None:
     out = read_table(tmp_path)
     assert out.schema == PAIR_SCHEMA
     assert out.column("caption").to_pylist() == ["dog", "cat"]
+
+
+def test_stale_temporaries_are_removed(tmp_path: Path) -> None:
+    (tmp_path / ".tmp-00001.tar.abc").write_bytes(b"half")
+    (tmp_path / "00000.tar").write_bytes(b"whole")
+    assert remove_stale_temporaries(tmp_path) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["00000.tar"]
+    assert remove_stale_temporaries(tmp_path / "missing") == 0
