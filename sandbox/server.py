@@ -14,6 +14,7 @@ requests it answered (for tests of politeness).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import errno
 import functools
@@ -29,6 +30,7 @@ from sandbox.render import image_bytes
 from sandbox.site import HostPath, Route, SandboxSite, SandboxTruth
 
 START_TIMEOUT = 30.0  # seconds to wait for the servers to listen or to stop
+REQUEST_LOG = 100_000  # requests kept in `SandboxWeb.requests`
 
 
 class SandboxError(RuntimeError):
@@ -58,7 +60,8 @@ class SandboxWeb:
         self.site = SandboxSite(config)
         self.ports = ports
         self.base_urls: list[str] = []
-        self.requests: list[RequestRecord] = []
+        # The most recent requests, for tests of politeness; bounded for long `serve` runs.
+        self.requests: collections.deque[RequestRecord] = collections.deque(maxlen=REQUEST_LOG)
         self._failed_once: set[HostPath] = set()
         self._runners: list[web.AppRunner] = []
         self._truth: SandboxTruth | None = None
