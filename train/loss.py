@@ -4,9 +4,10 @@ With one process the logits are `scale * img @ txt.T` over the batch and the los
 mean of the image->text and text->image cross-entropies with the diagonal as labels.
 
 With `world_size > 1` every rank all-gathers the features of all ranks WITH their gradient
-(`torch.distributed.nn.functional.all_gather`) and computes the loss for its own rows only
-(open_clip's `local_loss=True, gather_with_grad=True`): its images against every rank's
-texts and its texts against every rank's images, labels offset by `rank * local_batch`.
+(`GatherWithGrad`: all-gather forward; backward all-reduces and keeps its own slice) and
+computes the loss for its own rows only (open_clip's `local_loss=True,
+gather_with_grad=True`): its images against every rank's texts and its texts against every
+rank's images, labels offset by `rank * local_batch`.
 The mean of the per-rank losses equals the single-process loss over the concatenated batch,
 and since the gathered copies carry gradient back to the rank that owns them, averaging
 gradients over ranks (what DDP does) gives that loss's gradient. Local batches must be of
@@ -15,15 +16,34 @@ equal size on every rank (the loader drops partial batches).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
-import torch.distributed.nn.functional as dist_fn
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 
+class GatherWithGrad(torch.autograd.Function):
+    """All-gather whose backward hands each rank the summed gradient of its own rows."""
+
+    @staticmethod
+    def forward(ctx: Any, features: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(features) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, features.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad)  # every rank's loss depends on every gathered row
+        return grad.chunk(dist.get_world_size(), dim=0)[dist.get_rank()]
+
+
 def gather_features(features: torch.Tensor) -> torch.Tensor:
     """All ranks' features concatenated in rank order; gradients flow back to their owner."""
-    return torch.cat(dist_fn.all_gather(features), dim=0)
+    gathered: torch.Tensor = GatherWithGrad.apply(features)
+    return gathered
 
 
 class ClipLoss(nn.Module):
