@@ -242,3 +242,14 @@ class ShardWriter:
 def _count(values: Iterable[str | None]) -> dict[str, int]:
     counts = Counter(value for value in values if value is not None)
     return dict(sorted(counts.items()))
+
+
+def write_shard(
+    folder: str | Path,
+    shard_id: int,
+    samples: Iterable[tuple[Pair, ProcessedImage | None]],
+    encode_format: str = "jpg",
+) -> list[Pair]:
+    """Write a whole shard in one call (a unit of work for a process pool); returns its rows."""
+    with ShardWriter(folder, shard_id, encode_format=encode_format) as writer:
+        return [writer.write(pair, image) for pair, image in samples]

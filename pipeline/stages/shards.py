@@ -4,14 +4,16 @@ Three resumable passes, each leaving markers so a killed run picks up where it s
 
     1. fetch + process, one part per future shard: selected pairs, split by `plan_shards`
        (sorted uids, so any number of workers makes the same parts), are downloaded
-       asynchronously while a process pool decodes, resizes, encodes and hashes them;
-       image rules are applied; `images/part-NNNNN.parquet` holds every row plus the
-       encoded image.
+       asynchronously, as one stream over the unfinished parts, while a process pool
+       decodes, resizes, encodes and hashes them; image rules are applied; once a part
+       has all its rows, `images/part-NNNNN.parquet` gets them in uid order, each with
+       its encoded image.
     2. image dedup, global: exact (sha256) then near-duplicate (pHash, Hamming <= radius)
        over the hash columns of all parts; every decision is a deterministic function of
        the rows, not of their order.
     3. write: part N becomes shard N (`NNNNN.tar` + `.parquet` with every row, failures
-       included, + `_stats.json`), then `sizes.json` and `manifest.json`.
+       included, + `_stats.json`), shards written in parallel by the process pool; then
+       `sizes.json` and `manifest.json`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import dataclasses
 import logging
 import multiprocessing
 from collections.abc import Iterable
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -32,7 +35,13 @@ from filters.image_rules import image_rules
 from filters.neardup import remove_near_duplicates
 from pipeline.config import PipelineConfig, ShardsConfig, save_config
 from pipeline.errors import PipelineError
-from pipeline.io import is_done, mark_done, read_pairs, remove_stale_temporaries, write_table
+from pipeline.io import (
+    atomic_path,
+    is_done,
+    mark_done,
+    read_pairs,
+    remove_stale_temporaries,
+)
 from pipeline.layout import RunLayout
 from pipeline.record import (
     PAIR_SCHEMA,
@@ -43,9 +52,9 @@ from pipeline.record import (
 )
 from pipeline.stages.web import sandbox_if_recorded
 from pipeline.stats import StageStats, Timer, tally
-from shards.images import ImageProcessError, ProcessedImage, process_image
+from shards.images import ProcessedImage, process_or_fail
 from shards.layout import plan_shards, write_manifest, write_sizes_json
-from shards.writer import ShardWriter
+from shards.writer import write_shard
 
 log = logging.getLogger(__name__)
 
@@ -57,45 +66,59 @@ def part_name(part: int) -> str:
     return f"part-{part:05d}"
 
 
+# What a worker needs, imported once by the fork server rather than by every worker
+# (imagehash imports scipy.fftpack on its first hash).
+WORKER_MODULES = ["pipeline.stages.shards", "scipy.fftpack"]
+
+
 # ------------------------------------------------------------- pass 1: fetch + process
 
 
-def process_task(data: bytes, config: ShardsConfig) -> tuple[ProcessedImage | None, str, str]:
-    """Decode, resize, encode and hash one image; runs in a worker process."""
-    try:
-        return process_image(data, config), STATUS_SUCCESS, ""
-    except ImageProcessError as exc:
-        return None, exc.status, str(exc)
+def worker_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
+    """Processes forked from a server that has already imported the stage and its libraries.
+
+    Not `fork`: the sandbox may be serving from a thread of this process. Not `spawn`:
+    every spawned worker would import its modules again (about half a second each).
+    """
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(WORKER_MODULES)
+    return concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
 
 
-async def fetch_part(
-    pairs: list[Pair], config: ShardsConfig, stats: StageStats, pool: concurrent.futures.Executor
-) -> list[tuple[Pair, bytes | None]]:
-    """Download a part's images while the pool processes those already downloaded."""
-    loop = asyncio.get_running_loop()
-    slots = asyncio.Semaphore(4 * max(1, config.workers))
-    results: list[tuple[Pair, bytes | None]] = []
+def processed(
+    pair: Pair, outcome: tuple[ProcessedImage | None, str, str], config: ShardsConfig
+) -> tuple[Pair, bytes | None]:
+    """A downloaded pair with its processing outcome: annotated and ruled, or failed."""
+    image, status, error = outcome
+    if image is None:
+        return dataclasses.replace(pair, status=status, error_message=error), None
+    return image_rules(image.annotate(pair), config), image.data
 
-    async def process(pair: Pair, data: bytes) -> None:
-        try:
-            image, status, error = await loop.run_in_executor(pool, process_task, data, config)
-        finally:
-            slots.release()
-        if image is None:
-            results.append((dataclasses.replace(pair, status=status, error_message=error), None))
-        else:
-            results.append((image_rules(image.annotate(pair), config), image.data))
 
-    tasks = []
-    async for pair, data in fetch_images(pairs, config, stats):
-        if data is None or pair.status != STATUS_SUCCESS:
-            results.append((pair, None))
-            continue
-        await slots.acquire()
-        tasks.append(asyncio.create_task(process(pair, data)))
-    await asyncio.gather(*tasks)
-    results.sort(key=lambda item: item[0].uid)
-    return results
+class PartCollector:
+    """Gathers rows by part as they arrive; a part is staged (in a thread) once complete."""
+
+    def __init__(self, plan: list[list[Pair]], pending: list[int], folder: Path) -> None:
+        self.folder = folder
+        self.sizes = {part: len(plan[part]) for part in pending}
+        self.part_of = {pair.uid: part for part in pending for pair in plan[part]}
+        self.rows: dict[int, list[tuple[Pair, bytes | None]]] = {part: [] for part in pending}
+        self.writes: list[asyncio.Task[None]] = []
+
+    def add(self, pair: Pair, data: bytes | None) -> None:
+        part = self.part_of[pair.uid]
+        rows = self.rows[part]
+        rows.append((pair, data))
+        if len(rows) == self.sizes[part]:
+            del self.rows[part]
+            write = asyncio.to_thread(stage_part, self.folder, part, rows)
+            self.writes.append(asyncio.create_task(write))
+
+    async def drain(self) -> None:
+        """Wait for the parts being written; fail if a part is still missing rows."""
+        await asyncio.gather(*self.writes)
+        if self.rows:
+            raise RuntimeError(f"parts {sorted(self.rows)} did not get all their rows")
 
 
 def staged_table(results: list[tuple[Pair, bytes | None]]) -> pa.Table:
@@ -104,18 +127,79 @@ def staged_table(results: list[tuple[Pair, bytes | None]]) -> pa.Table:
     return table.append_column(IMAGE_COLUMN, images)
 
 
-def fetch_parts(
-    plan: list[list[Pair]], config: ShardsConfig, layout: RunLayout, stats: StageStats
+def write_staged(path: Path, table: pa.Table) -> None:
+    """Write a staged part atomically; the encoded images are stored, not recompressed."""
+    codecs = {name: "zstd" for name in table.column_names}
+    codecs[IMAGE_COLUMN] = "none"
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression=codecs)
+
+
+def stage_part(folder: Path, part: int, rows: list[tuple[Pair, bytes | None]]) -> None:
+    """Write a complete part, its rows in uid order, then its marker."""
+    rows.sort(key=lambda item: item[0].uid)
+    write_staged(folder / f"{part_name(part)}.parquet", staged_table(rows))
+    mark_done(folder, part_name(part), {"rows": len(rows)})
+    log.info("shards: fetched part %d (%d images)", part, len(rows))
+
+
+async def fetch_pending(
+    plan: list[list[Pair]],
+    pending: list[int],
+    config: ShardsConfig,
+    folder: Path,
+    stats: StageStats,
+    pool: concurrent.futures.Executor,
 ) -> None:
-    context = multiprocessing.get_context("spawn")  # the sandbox may be serving from a thread
-    with concurrent.futures.ProcessPoolExecutor(config.workers, mp_context=context) as pool:
-        for part, pairs in enumerate(plan):
-            if is_done(layout.images_dir, part_name(part)):
-                continue
-            results = asyncio.run(fetch_part(pairs, config, stats, pool))
-            write_table(layout.images_dir / f"{part_name(part)}.parquet", staged_table(results))
-            mark_done(layout.images_dir, part_name(part), {"rows": len(results)})
-            log.info("shards: fetched part %d (%d images)", part, len(results))
+    """Download the pending parts' images as one stream while the pool processes them.
+
+    One stream, one session, no pause between parts: each part is staged as soon as its
+    last row arrives, while the next part's images are already downloading.
+    """
+    loop = asyncio.get_running_loop()
+    slots = asyncio.Semaphore(4 * max(1, config.workers))
+    collector = PartCollector(plan, pending, folder)
+    running: set[asyncio.Task[None]] = set()
+
+    async def process(pair: Pair, data: bytes) -> None:
+        try:
+            outcome = await loop.run_in_executor(pool, process_or_fail, data, config)
+        finally:
+            slots.release()
+        collector.add(*processed(pair, outcome, config))
+
+    pairs = (pair for part in pending for pair in plan[part])
+    async for pair, data in fetch_images(pairs, config, stats):
+        if data is None or pair.status != STATUS_SUCCESS:
+            collector.add(pair, None)
+            continue
+        await slots.acquire()
+        raise_failure(running)
+        running.add(asyncio.create_task(process(pair, data)))
+    await asyncio.gather(*running)
+    await collector.drain()
+
+
+def raise_failure(running: set[asyncio.Task[None]]) -> None:
+    """Forget the finished tasks; re-raise the first failure among them (a broken pool)."""
+    done = {task for task in running if task.done()}
+    running.difference_update(done)
+    for task in done:
+        task.result()
+
+
+def fetch_parts(
+    plan: list[list[Pair]],
+    config: ShardsConfig,
+    layout: RunLayout,
+    stats: StageStats,
+    pool: concurrent.futures.Executor,
+) -> None:
+    """Fetch and stage every part that has no marker yet."""
+    folder = layout.images_dir
+    pending = [part for part in range(len(plan)) if not is_done(folder, part_name(part))]
+    if pending:
+        asyncio.run(fetch_pending(plan, pending, config, folder, stats, pool))
 
 
 # ------------------------------------------------------------- pass 2: image dedup
@@ -154,24 +238,52 @@ def stored_image(pair: Pair, data: bytes, encode_format: str) -> ProcessedImage:
     )
 
 
-def write_shard(
+def shard_samples(
     part: int, layout: RunLayout, decisions: dict[str, str], config: ShardsConfig
-) -> list[Pair]:
-    """Write shard `part` from its staged rows; returns the rows as written."""
+) -> list[tuple[Pair, ProcessedImage | None]]:
+    """Part `part`'s staged rows with the dedup decisions applied, and their images."""
     table = pq.read_table(layout.images_dir / f"{part_name(part)}.parquet")
     images = table.column(IMAGE_COLUMN).to_pylist()
-    written = []
-    with ShardWriter(layout.shards_dir, part, encode_format=config.encode_format) as writer:
-        for pair, data in zip(table_to_pairs(table.drop([IMAGE_COLUMN])), images, strict=True):
-            if pair.uid in decisions:
-                pair = pair.dropped(decisions[pair.uid])
-            image = stored_image(pair, data, config.encode_format) if pair.kept and data else None
-            written.append(writer.write(pair, image))
-    return written
+    samples = []
+    for pair, data in zip(table_to_pairs(table.drop([IMAGE_COLUMN])), images, strict=True):
+        if pair.uid in decisions:
+            pair = pair.dropped(decisions[pair.uid])
+        image = stored_image(pair, data, config.encode_format) if pair.kept and data else None
+        samples.append((pair, image))
+    return samples
+
+
+def write_part_shard(
+    part: int, layout: RunLayout, decisions: dict[str, str], config: ShardsConfig
+) -> list[Pair]:
+    """Write shard `part` from its staged part (in a worker process); returns its rows."""
+    samples = shard_samples(part, layout, decisions, config)
+    return write_shard(layout.shards_dir, part, samples, config.encode_format)
 
 
 def shard_rows(layout: RunLayout, part: int) -> list[Pair]:
     return list(read_pairs(layout.shards_dir / f"{part:05d}.parquet"))
+
+
+def all_shard_rows(
+    plan: list[list[Pair]],
+    layout: RunLayout,
+    decisions: dict[str, str],
+    config: ShardsConfig,
+    pool: concurrent.futures.Executor,
+) -> list[Pair]:
+    """Every shard's rows: read back where the shard is done, else written now by the pool."""
+    rows: list[Pair] = []
+    writing = []
+    for part, pairs in enumerate(plan):
+        if is_done(layout.shards_dir, f"{part:05d}"):
+            rows += shard_rows(layout, part)
+            continue
+        mine = {p.uid: decisions[p.uid] for p in pairs if p.uid in decisions}
+        writing.append(pool.submit(write_part_shard, part, layout, mine, config))
+    for future in writing:
+        rows += future.result()
+    return rows
 
 
 # ------------------------------------------------------------- the stage
@@ -196,20 +308,14 @@ def run_shards(config: PipelineConfig) -> StageStats:
     stats = StageStats("shards")
     for folder in (layout.images_dir, layout.shards_dir):
         remove_stale_temporaries(folder)
-    with Timer() as timer:
+    with Timer() as timer, worker_pool(config.shards.workers) as pool:
         with sandbox_if_recorded(config, layout) as web:
             cfg = config.shards
             if web is not None:  # the sandbox is on loopback, refused unless allowed
                 cfg = dataclasses.replace(cfg, allow_private_addresses=True)
-            fetch_parts(plan, cfg, layout, StageStats("fetch"))
+            fetch_parts(plan, cfg, layout, StageStats("fetch"), pool)
         decisions = image_dedup_decisions(read_staged_pairs(layout, len(plan)), cfg.near_dup_radius)
-        rows: list[Pair] = []
-        for part in range(len(plan)):
-            if is_done(layout.shards_dir, f"{part:05d}"):
-                rows += shard_rows(layout, part)
-            else:
-                rows += write_shard(part, layout, decisions, cfg)
-        list(tally(rows, stats))
+        list(tally(all_shard_rows(plan, layout, decisions, cfg, pool), stats))
         write_sizes_json(layout.shards_dir)
         write_manifest(layout.shards_dir)
     stats.seconds = timer.seconds

@@ -25,6 +25,7 @@ from shards.images import (
     compute_phash,
     phash_to_int,
     process_image,
+    process_or_fail,
 )
 from tests.shards.conftest import encode, photo_jpeg, photo_like
 
@@ -103,6 +104,36 @@ def test_upscales_small_images_unless_only_if_bigger():
     assert process_image(data, ShardsConfig(image_size=160)).height == 160
     kept = process_image(data, ShardsConfig(image_size=160, resize_only_if_bigger=True))
     assert (kept.width, kept.height) == (100, 80)
+
+
+def test_downscale_is_antialiased():
+    """One-pixel stripes have no frequency the target can show: they must come out grey."""
+    stripes = np.zeros((480, 640, 3), dtype=np.uint8)
+    stripes[:, ::2] = 255
+    result = process_image(encode(Image.fromarray(stripes), "PNG"), _png(image_size=256))
+    assert (result.width, result.height) == (341, 256)
+    pixels = np.asarray(decoded(result.data), dtype=np.float64)
+    assert abs(pixels.mean() - 127.5) < 2
+    assert pixels.std() < 5  # nearest neighbour: ~127; HAMMING: ~24; cv2 INTER_AREA: ~8
+
+
+def _exact_downscale(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
+    """LANCZOS on float channels: no 8-bit rounding between passes."""
+    pixels = np.asarray(image, dtype=np.float32)
+    channels = [
+        Image.fromarray(pixels[..., c]).resize(size, Image.Resampling.LANCZOS) for c in range(3)
+    ]
+    return np.stack([np.asarray(c) for c in channels], axis=-1)
+
+
+def test_downscale_keeps_detail():
+    """Close to an exact downscale (PSNR over 42 dB; a BOX filter gets ~40, nearest ~33)."""
+    for seed in range(3):
+        photo = photo_like(640, 480, seed=seed)
+        result = process_image(encode(photo, "PNG"), _png(image_size=256))
+        pixels = np.asarray(decoded(result.data), dtype=np.float64)
+        mse = np.mean((pixels - _exact_downscale(photo, (341, 256))) ** 2)
+        assert 10 * np.log10(255**2 / mse) > 42, seed
 
 
 @pytest.mark.parametrize("fmt, pillow_format", [("jpg", "JPEG"), ("png", "PNG"), ("webp", "WEBP")])
@@ -343,6 +374,15 @@ def test_phash_is_of_the_original_not_the_crop():
 def test_compute_phash_matches_plain_imagehash_closely():
     image = photo_like(1600, 1200, seed=10)
     assert _distance(compute_phash(image), phash_to_int(imagehash.phash(image))) <= 2
+
+
+def test_process_or_fail_returns_failures_as_data():
+    image, status, error = process_or_fail(photo_jpeg(300, 200, seed=13), ShardsConfig())
+    assert image is not None and (image.width, image.height) == (384, 256)
+    assert (status, error) == (STATUS_SUCCESS, "")
+    image, status, error = process_or_fail(b"not an image at all", ShardsConfig())
+    assert image is None and status == STATUS_FAILED_DECODE
+    assert error.startswith("unidentified image")
 
 
 def test_annotate_fills_the_pair():

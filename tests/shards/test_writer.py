@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import io
+import multiprocessing
 import tarfile
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from pipeline.record import (
     STATUS_SUCCESS,
     Pair,
 )
+from shards import writer as shard_writer
 from shards.images import ImageProcessError, ProcessedImage, process_image
 from shards.writer import JSON_FIELDS, ShardWriter
 from tests.shards.conftest import photo_jpeg
@@ -209,3 +212,16 @@ def test_write_outside_with_is_refused(tmp_path: Path):
         writer.write(Pair(url="http://127.0.0.1/a.jpg", caption="x"), None)
     with pytest.raises(ValueError):
         ShardWriter(tmp_path, 0, "gif")
+
+
+def test_write_shard_in_a_worker_process_matches_the_writer(tmp_path: Path):
+    results = processed(make_inputs())
+    write_shard(tmp_path / "here", 4, results)
+    context = multiprocessing.get_context("forkserver")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+        rows = pool.submit(shard_writer.write_shard, tmp_path / "pool", 4, results).result()
+    assert leftovers(tmp_path / "pool") == leftovers(tmp_path / "here")
+    for name in ("00004.tar", "00004.parquet"):
+        assert (tmp_path / "pool" / name).read_bytes() == (tmp_path / "here" / name).read_bytes()
+    assert rows == list(read_pairs(tmp_path / "pool" / "00004.parquet"))
+    assert [row.key for row in rows] == [f"00004{i:04d}" for i in range(len(results))]
