@@ -2,6 +2,7 @@
 #
 #   make demo                       the whole chain on the sandbox web, then the report
 #   make crawl [SEEDS=file]         crawl the sandbox web, or real sites from a seeds file
+#   make crawl URLS=file.parquet    take candidates from an img2dataset-style URL list
 #   make shards                     curate the candidates, fetch images, write shards
 #   make train [NPROC=2]            train CLIP on the shards (torchrun when NPROC > 1)
 #
@@ -12,13 +13,15 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 WORKDIR ?= runs/demo
 SEEDS ?=
+URLS ?=
 # A new run without seeds is the sandbox demo, with the settings of configs/demo.toml; a run
 # folder that has a config.toml continues with it (the CLI loads it when CONFIG is empty).
-CONFIG ?= $(if $(SEEDS)$(wildcard $(WORKDIR)/config.toml),,configs/demo.toml)
+CONFIG ?= $(if $(SEEDS)$(URLS)$(wildcard $(WORKDIR)/config.toml),,configs/demo.toml)
 SET ?=
 NPROC ?= 1
 ARGS := $(if $(CONFIG),--config $(CONFIG)) --workdir $(WORKDIR) \
-        $(if $(SEEDS),--seeds $(SEEDS)) $(foreach s,$(SET),--set $(s))
+        $(if $(SEEDS),--seeds $(SEEDS)) $(if $(URLS),--url-list $(URLS)) \
+        $(foreach s,$(SET),--set $(s))
 RUN := $(BIN)/python -m pipeline
 
 .DEFAULT_GOAL := help
@@ -40,7 +43,7 @@ venv: $(BIN)/.installed ## create .venv and install the project (torch CPU first
 demo: venv ## crawl, curate, shard and train on the sandbox web, then print the report
 	$(RUN) demo $(ARGS)
 
-crawl: venv ## collect candidate pairs (sandbox web; SEEDS=file for real sites)
+crawl: venv ## collect candidate pairs (sandbox web; SEEDS=file for real sites; URLS=list)
 	$(RUN) crawl $(ARGS)
 
 curate: venv ## text rules, dedup, query matching, language, balancing

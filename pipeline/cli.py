@@ -1,6 +1,7 @@
 """`python -m pipeline <command>`: the one entry point the Makefile and users call.
 
-    crawl    collect candidate pairs (the sandbox web unless --seeds / crawl.seeds is set)
+    crawl    collect candidate pairs: the sandbox web, or real sites from --seeds, or the
+             rows of an img2dataset-style URL list (--url-list)
     curate   text rules, dedup, query matching, language, balancing
     shards   fetch the selected images and write webdataset shards
     train    stream the shards into the CLIP trainer (also under torchrun)
@@ -44,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--workdir", help="run folder (same as --set workdir=DIR)")
     parser.add_argument("--seeds", help="file of seed URLs (same as --set crawl.seeds=FILE)")
+    parser.add_argument(
+        "--url-list", help="csv/tsv/jsonl/parquet of url, caption (--set crawl.url_list=FILE)"
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     return parser
 
@@ -59,6 +63,8 @@ def resolve_config(args: argparse.Namespace) -> PipelineConfig:
         overrides.append(f"workdir={_toml_string(args.workdir)}")
     if args.seeds:
         overrides.append(f"crawl.seeds={_toml_string(args.seeds)}")
+    if args.url_list:
+        overrides.append(f"crawl.url_list={_toml_string(args.url_list)}")
     return load_config(config_file, overrides)
 
 

@@ -59,6 +59,10 @@ class CrawlConfig:
     """The polite page crawler: which pages to fetch and how gently."""
 
     seeds: str = ""  # file of seed URLs, one per line; empty means the sandbox web
+    # An img2dataset-style URL list (csv, tsv, jsonl, parquet, txt) read instead of crawling.
+    url_list: str = ""
+    url_col: str = "url"
+    caption_col: str = "caption"
     max_pages: int = 2000
     max_depth: int = 6
     max_pages_per_host: int = 1000

@@ -1,8 +1,9 @@
-"""Stage 1: collect candidate (image URL, alt text) pairs from pages.
+"""Stage 1: collect candidate (image URL, alt text) pairs.
 
-Seeds come from `crawl.seeds` (a file of URLs, one per line); with none, the sandbox web is
-served on loopback and crawled, and its query list and held-out set are written beside the
-run for the later stages.
+From pages crawled from `crawl.seeds` (a file of URLs, one per line), or from the rows of
+an img2dataset-style URL list (`crawl.url_list`). With neither, the sandbox web is served
+on loopback and crawled, and its query list and held-out set are written beside the run
+for the later stages.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from crawlers.pages import crawl
+from crawlers.urllist import read_url_list
 from pipeline.config import PipelineConfig, save_config
 from pipeline.errors import PipelineError
 from pipeline.io import is_done, mark_done, remove_stale_temporaries, write_pairs, write_text
 from pipeline.layout import RunLayout
+from pipeline.record import Pair
 from pipeline.stages.web import sandbox_web, uses_sandbox
 from pipeline.stats import StageStats, Timer
 from sandbox.concepts import query_list
@@ -43,6 +46,14 @@ def read_seeds(path: str | Path) -> list[str]:
     return seeds
 
 
+def read_candidates(config: PipelineConfig, stats: StageStats) -> list[Pair]:
+    """The rows of `crawl.url_list` as candidates (no page is fetched)."""
+    cfg = config.crawl
+    if not Path(cfg.url_list).is_file():
+        raise PipelineError(f"URL list not found: {cfg.url_list}")
+    return list(read_url_list(cfg.url_list, cfg.url_col, cfg.caption_col or None, stats))
+
+
 def run_crawl(config: PipelineConfig) -> StageStats:
     layout = RunLayout(config.root)
     if is_done(layout.crawl_dir, "crawl"):
@@ -51,7 +62,9 @@ def run_crawl(config: PipelineConfig) -> StageStats:
     stats = StageStats("crawl")
     remove_stale_temporaries(layout.crawl_dir)
     with Timer() as timer:
-        if uses_sandbox(config):
+        if config.crawl.url_list:
+            pairs = read_candidates(config, stats)
+        elif uses_sandbox(config):
             pairs = _crawl_sandbox(config, layout, stats)
         else:
             pairs = crawl(read_seeds(config.crawl.seeds), config.crawl, stats)
@@ -63,7 +76,7 @@ def run_crawl(config: PipelineConfig) -> StageStats:
     return stats
 
 
-def _crawl_sandbox(config: PipelineConfig, layout: RunLayout, stats: StageStats) -> list:
+def _crawl_sandbox(config: PipelineConfig, layout: RunLayout, stats: StageStats) -> list[Pair]:
     write_text(layout.sandbox_queries, "\n".join(query_list(config.sandbox)) + "\n")
     write_heldout(config.sandbox, layout.heldout_dir)
     # The sandbox lives on loopback, which the crawler refuses unless told otherwise.

@@ -19,8 +19,8 @@ from sandbox.server import SandboxError, SandboxWeb, serve_in_thread
 
 
 def uses_sandbox(config: PipelineConfig) -> bool:
-    """A run without seeds crawls the embedded sandbox web."""
-    return not config.crawl.seeds
+    """A run without seeds or a URL list crawls the embedded sandbox web."""
+    return not (config.crawl.seeds or config.crawl.url_list)
 
 
 def recorded_ports(layout: RunLayout) -> list[int] | None:
