@@ -167,18 +167,17 @@ def open_session(
 
 @contextlib.asynccontextmanager
 async def session_for(
-    session: aiohttp.ClientSession | None,
-    user_agent: str,
-    concurrency: int,
-    per_host_connections: int,
-    allow_private_addresses: bool,
+    session: aiohttp.ClientSession | None, config: CrawlConfig | ShardsConfig
 ) -> AsyncIterator[aiohttp.ClientSession]:
-    """`session` when the caller shares one, else a session of our own, closed afterwards."""
+    """`session` when the caller shares one, else one of our own for `config`, closed after."""
     if session is not None:
         yield session
         return
     async with open_session(
-        user_agent, concurrency, per_host_connections, allow_private_addresses
+        config.user_agent,
+        config.concurrency,
+        config.per_host_connections,
+        config.allow_private_addresses,
     ) as own_session:
         yield own_session
 

@@ -178,13 +178,7 @@ async def fetch_images(
     before their results are yielded.
     """
     options = FetchOptions.for_images(config)
-    async with session_for(
-        session,
-        config.user_agent,
-        config.concurrency,
-        config.per_host_connections,
-        config.allow_private_addresses,
-    ) as shared:
+    async with session_for(session, config) as shared:
         async for item in _download_all(pairs, config, stats, shared, options, window):
             yield item
 

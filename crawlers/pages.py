@@ -212,13 +212,7 @@ async def crawl_pages(
     """
     start = time.perf_counter()
     normalized = normalize_seeds(seeds)
-    async with session_for(
-        session,
-        config.user_agent,
-        config.concurrency,
-        config.per_host_connections,
-        config.allow_private_addresses,
-    ) as shared:
+    async with session_for(session, config) as shared:
         pairs = await PageCrawler(shared, config, stats).run(normalized)
     stats.seconds = time.perf_counter() - start
     return pairs
