@@ -89,16 +89,18 @@ class Pair:
         return dataclasses.replace(self, drop_reason=reason)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields by name (shallow: `dataclasses.asdict` deep-copies, 10x slower)."""
+        return {name: getattr(self, name) for name in PAIR_FIELDS}
 
     @classmethod
     def from_dict(cls, row: dict[str, Any]) -> Pair:
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in row.items() if k in known}
+        values = {name: row[name] for name in PAIR_FIELDS if name in row}
         if values.get("matched") is None:
             values["matched"] = []
         return cls(**values)
 
+
+PAIR_FIELDS = tuple(f.name for f in dataclasses.fields(Pair))  # in declaration order
 
 PAIR_SCHEMA = pa.schema(
     [
