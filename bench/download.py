@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -87,11 +88,12 @@ def start_nginx(www: Path, root: Path) -> tuple[subprocess.Popen[bytes], int]:
             socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
             return process, port
         except OSError:
-            process.poll()
-            if process.returncode is not None:
+            if process.poll() is not None:
                 raise RuntimeError(f"nginx exited: see {root / 'error.log'}") from None
-            subprocess.run(["sleep", "0.05"], check=False)
-    raise RuntimeError("nginx did not start")
+            time.sleep(0.05)
+    process.terminate()
+    process.wait()
+    raise RuntimeError(f"nginx did not listen on port {port}: see {root / 'error.log'}")
 
 
 def ensure_img2dataset() -> Path:

@@ -99,7 +99,9 @@ class ProcessedImage:
     original_width: int  # as decoded, after EXIF orientation
     original_height: int
     sha256: str  # hex, of the downloaded bytes
-    phash: int  # 64-bit unsigned pHash of the decoded original (see `phash_to_int`)
+    # 64-bit unsigned pHash of the decoded image (see `phash_to_int`). A JPEG decoded in
+    # draft mode is hashed at its reduced size, which can move a bit or two.
+    phash: int
     format: str  # file extension: jpg, png or webp
 
     def annotate(self, pair: Pair) -> Pair:

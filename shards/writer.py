@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import sys
 import tarfile
 import time
 from collections import Counter
@@ -44,6 +45,7 @@ from pipeline.stats import StageStats, tally
 from shards.images import SAVE_FORMATS, ProcessedImage
 from shards.layout import (
     INDEX_DIGITS,
+    index_digits,
     parquet_path,
     shard_name,
     stats_path,
@@ -130,16 +132,16 @@ class ShardWriter:
         """Finish the shard: tar and parquet into place, then stats, then the marker."""
         if self._tar is None:
             raise RuntimeError(f"shard {self.name} is not open")
+        tar, self._tar = self._tar, None
         try:
-            self._tar.close()
-            self._tar = None
+            tar.close()
             self._stack.close()  # renames the tar into place
             write_pairs(parquet_path(self.folder, self.shard_id), self.rows)
             stats = self.stats()
             write_json(stats_path(self.folder, self.shard_id), stats)
             mark_done(self.folder, self.name, {"count": stats["count"], "samples": self.samples})
         except BaseException:
-            self._remove_outputs()
+            self._abort(*sys.exc_info())  # the temporary tar too, if it was not renamed
             raise
 
     def _abort(
@@ -249,7 +251,11 @@ def write_shard(
     shard_id: int,
     samples: Iterable[tuple[Pair, ProcessedImage | None]],
     encode_format: str = "jpg",
+    samples_per_shard: int = 10**INDEX_DIGITS,
 ) -> list[Pair]:
-    """Write a whole shard in one call (a unit of work for a process pool); returns its rows."""
-    with ShardWriter(folder, shard_id, encode_format=encode_format) as writer:
+    """Write a whole shard in one call (a unit of work for a process pool); returns its rows.
+
+    Keys get as many index digits as `samples_per_shard` needs (img2dataset's rule)."""
+    digits = index_digits(samples_per_shard)
+    with ShardWriter(folder, shard_id, encode_format, index_digits=digits) as writer:
         return [writer.write(pair, image) for pair, image in samples]

@@ -258,7 +258,9 @@ def write_part_shard(
 ) -> list[Pair]:
     """Write shard `part` from its staged part (in a worker process); returns its rows."""
     samples = shard_samples(part, layout, decisions, config)
-    return write_shard(layout.shards_dir, part, samples, config.encode_format)
+    return write_shard(
+        layout.shards_dir, part, samples, config.encode_format, config.samples_per_shard
+    )
 
 
 def shard_rows(layout: RunLayout, part: int) -> list[Pair]:

@@ -15,6 +15,7 @@ from PIL import Image
 from pipeline.config import ShardsConfig
 from pipeline.io import is_done, read_json, read_pairs
 from pipeline.record import (
+    STATUS_CANDIDATE,
     STATUS_FAILED_DECODE,
     STATUS_FAILED_DOWNLOAD,
     STATUS_SUCCESS,
@@ -225,3 +226,11 @@ def test_write_shard_in_a_worker_process_matches_the_writer(tmp_path: Path):
         assert (tmp_path / "pool" / name).read_bytes() == (tmp_path / "here" / name).read_bytes()
     assert rows == list(read_pairs(tmp_path / "pool" / "00004.parquet"))
     assert [row.key for row in rows] == [f"00004{i:04d}" for i in range(len(results))]
+
+
+def test_big_shards_get_more_index_digits(tmp_path: Path) -> None:
+    rows = [(Pair(url=f"http://a.test/{i}.jpg", caption="x"), None) for i in range(10_001)]
+    written = shard_writer.write_shard(tmp_path, 3, rows, samples_per_shard=20_000)
+    assert [r.key for r in written[:2]] == ["0000300000", "0000300001"]
+    assert written[-1].key == "0000310000"
+    assert all(r.status == STATUS_CANDIDATE for r in written)
