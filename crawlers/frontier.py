@@ -10,8 +10,9 @@ Until a host's Crawl-delay is known (`set_crawl_delay`), it gets one request at 
 so a slow robots.txt cannot let a burst through. Hosts asking for more than
 `max_crawl_delay` are skipped and their URLs dropped.
 
-Everything that must survive a restart (queues, seen-set, per-host counts and delays) is
-plain data: `to_dict` / `from_dict`. The semaphores and clock readings are rebuilt.
+The state a checkpoint would need (queues, seen-set, per-host counts and delays) is plain
+data: `to_dict` / `from_dict`, with semaphores and clock readings rebuilt. Nothing
+checkpoints a crawl yet: a killed crawl starts over (the crawl stage is resumed whole).
 """
 
 from __future__ import annotations

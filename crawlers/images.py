@@ -37,6 +37,10 @@ BINARY_TYPES = frozenset(
 )
 _DIRECTIVE_SPLIT = re.compile(r"[,\s]+")
 _AGENT_PREFIX = re.compile(r"^\s*([A-Za-z0-9_.*-]+)\s*:(.*)$", re.S)
+# Directives written `name: value`, which must not be mistaken for a user-agent prefix.
+VALUED_DIRECTIVES = frozenset(
+    {"unavailable_after", "max-snippet", "max-image-preview", "max-video-preview"}
+)
 
 
 def agent_token(user_agent: str) -> str:
@@ -52,7 +56,7 @@ def opt_out_directive(values: Iterable[str], agent: str) -> str | None:
     """
     for value in values:
         match = _AGENT_PREFIX.match(value)
-        if match and match.group(1).lower() not in ("unavailable_after", "max-snippet"):
+        if match and match.group(1).lower() not in VALUED_DIRECTIVES:
             if match.group(1).lower() not in (agent, "*"):
                 continue
             value = match.group(2)

@@ -55,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
 def resolve_config(args: argparse.Namespace) -> PipelineConfig:
     """--config, else the config saved in --workdir by an earlier command, then --set."""
     config_file = args.config
-    if not config_file and args.workdir:
-        saved = RunLayout(Path(args.workdir)).config_file
+    if not config_file:
+        saved = RunLayout(Path(args.workdir or PipelineConfig().workdir)).config_file
         config_file = str(saved) if saved.exists() else None
     overrides = list(args.overrides)
     if args.workdir:

@@ -82,8 +82,13 @@ class CrawlConfig:
     allow_private_addresses: bool = False  # the sandbox turns this on for loopback
 
     def check(self) -> list[tuple[str, str]]:
-        errors = _positive(self, "max_pages", "concurrency", "per_host_connections", "timeout")
-        errors += _non_negative(self, "max_depth", "per_host_delay", "retries", "backoff")
+        errors = _positive(
+            self, "max_pages", "max_pages_per_host", "concurrency", "per_host_connections",
+            "timeout", "max_page_bytes", "max_url_length",
+        )  # fmt: skip
+        errors += _non_negative(
+            self, "max_depth", "per_host_delay", "retries", "backoff", "max_redirects"
+        )
         return errors
 
 
@@ -137,8 +142,13 @@ class ShardsConfig:
     workers: int = 2  # processes for decode / resize / hash
 
     def check(self) -> list[tuple[str, str]]:
-        errors = _positive(self, "samples_per_shard", "image_size", "concurrency", "timeout")
-        errors += _non_negative(self, "min_image_side", "min_image_bytes", "near_dup_radius")
+        errors = _positive(
+            self, "samples_per_shard", "image_size", "concurrency", "per_host_connections",
+            "timeout", "workers", "max_image_bytes", "max_image_pixels",
+        )  # fmt: skip
+        errors += _non_negative(
+            self, "min_image_side", "min_image_bytes", "near_dup_radius", "retries"
+        )
         if self.resize_mode not in ("keep_ratio", "center_crop", "border", "no"):
             errors.append(("resize_mode", "must be keep_ratio, center_crop, border or no"))
         if self.encode_format not in ("jpg", "png", "webp"):

@@ -24,12 +24,24 @@ from pipeline.record import PAIR_SCHEMA, Pair, pairs_to_table, table_to_pairs
 TMP_PREFIX = ".tmp-"
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once, at import: os.umask is process-wide, so reading it later could race with a
+# writer thread creating a file in the instant it is 0.
+FILE_MODE = 0o666 & ~_read_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it to `path` if the block succeeds."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=TMP_PREFIX + target.name + ".", dir=target.parent)
+    os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600; outputs get the usual mode
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from crawlers.pages import crawl
+from crawlers.pages import crawl, normalize_seeds
 from crawlers.urllist import read_url_list
+from crawlers.urls import InvalidURLError
 from pipeline.config import PipelineConfig, save_config
 from pipeline.errors import PipelineError
 from pipeline.io import is_done, mark_done, remove_stale_temporaries, write_pairs, write_text
@@ -36,11 +36,10 @@ def read_seeds(path: str | Path) -> list[str]:
         raise PipelineError(f"seeds file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise PipelineError(f"cannot read seeds file {path}: {exc}") from None
-    seeds = [s.strip() for s in lines if s.strip() and not s.lstrip().startswith("#")]
-    for number, seed in enumerate(seeds, 1):
-        parts = urlsplit(seed)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise PipelineError(f"{path}: seed {number} is not an http(s) URL: {seed!r}")
+    try:
+        seeds = normalize_seeds(lines)
+    except InvalidURLError as exc:
+        raise PipelineError(f"{path}: {exc}") from None
     if not seeds:
         raise PipelineError(f"seeds file has no URLs: {path}")
     return seeds

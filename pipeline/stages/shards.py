@@ -308,6 +308,7 @@ def run_shards(config: PipelineConfig) -> StageStats:
         for uids in plan_shards(selected, config.shards.samples_per_shard)
     ]
     stats = StageStats("shards")
+    fetch_stats = StageStats("fetch")  # download outcomes in detail, for this run's parts
     for folder in (layout.images_dir, layout.shards_dir):
         remove_stale_temporaries(folder)
     with Timer() as timer, worker_pool(config.shards.workers) as pool:
@@ -315,13 +316,18 @@ def run_shards(config: PipelineConfig) -> StageStats:
             cfg = config.shards
             if web is not None:  # the sandbox is on loopback, refused unless allowed
                 cfg = dataclasses.replace(cfg, allow_private_addresses=True)
-            fetch_parts(plan, cfg, layout, StageStats("fetch"), pool)
+            fetch_parts(plan, cfg, layout, fetch_stats, pool)
         decisions = image_dedup_decisions(read_staged_pairs(layout, len(plan)), cfg.near_dup_radius)
         list(tally(all_shard_rows(plan, layout, decisions, cfg, pool), stats))
         write_sizes_json(layout.shards_dir)
         write_manifest(layout.shards_dir)
     stats.seconds = timer.seconds
     stats.count("shards", len(plan))
+    # The rows say failed_to_download; the downloader knows why (http_404, timeout...).
+    for reason, n in fetch_stats.dropped.items():
+        stats.count(f"download:{reason}", n)
+    for name, n in fetch_stats.counts.items():
+        stats.count(f"download_{name}", n)
     stats.save(layout.stats_file("shards"))
     save_config(config, layout.shards_dir / "config.toml")
     mark_done(layout.shards_dir, "shards", {"shards": len(plan), "samples": stats.kept})

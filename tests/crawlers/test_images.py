@@ -60,6 +60,10 @@ def test_opt_out_parsing() -> None:
     assert opt_out_directive(["nofollow", "noarchive"], UA_TOKEN) is None
     assert opt_out_directive(["unavailable_after: 25 Jun 2010 15:00:00 PST"], UA_TOKEN) is None
     assert opt_out_directive([], UA_TOKEN) is None
+    # Directives with a value are not user-agent prefixes.
+    assert opt_out_directive(["max-image-preview:large, noai"], UA_TOKEN) == "noai"
+    assert opt_out_directive(["max-video-preview: -1, noimageai"], UA_TOKEN) == "noimageai"
+    assert opt_out_directive(["max-snippet: 20 noindex"], UA_TOKEN) == "noindex"
 
 
 @pytest.mark.parametrize(

@@ -81,7 +81,6 @@ def test_is_private_address_resolves_names() -> None:
     assert is_private_address("127.0.0.1")
     assert is_private_address("[::1]")
     assert not is_private_address("8.8.8.8")
-    assert not is_private_address("no-such-host.invalid")
 
 
 def test_trap_reasons() -> None:

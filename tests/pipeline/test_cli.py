@@ -40,7 +40,7 @@ def test_seeds_file_with_a_bad_url(tmp_path: Path) -> None:
     seeds = tmp_path / "seeds.txt"
     seeds.write_text("# comment\nhttp://127.0.0.1:9/\nftp://example.org/\n")
     result = run_cli("crawl", "--workdir", str(tmp_path / "run"), "--seeds", str(seeds))
-    assert_one_line_error(result, "seed 2 is not an http(s) URL")
+    assert_one_line_error(result, "invalid seed URL 'ftp://example.org/'")
 
 
 def test_unreadable_config(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.io import (
+    FILE_MODE,
     atomic_open,
     clear_done,
     is_done,
@@ -72,3 +73,10 @@ def test_stale_temporaries_are_removed(tmp_path: Path) -> None:
     assert remove_stale_temporaries(tmp_path) == 1
     assert [p.name for p in tmp_path.iterdir()] == ["00000.tar"]
     assert remove_stale_temporaries(tmp_path / "missing") == 0
+
+
+def test_outputs_get_the_usual_file_mode(tmp_path: Path) -> None:
+    with atomic_open(tmp_path / "out.txt") as handle:
+        handle.write("x")
+    assert (tmp_path / "out.txt").stat().st_mode & 0o777 == FILE_MODE
+    assert FILE_MODE & 0o044  # readable by others under any ordinary umask

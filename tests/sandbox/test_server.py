@@ -34,8 +34,12 @@ def truth(web: SandboxWeb) -> SandboxTruth:
     return web.truth()
 
 
+LOCAL = requests.Session()
+LOCAL.trust_env = False  # never through a proxy from the environment: loopback only
+
+
 def get(url: str, **kwargs: object) -> requests.Response:
-    return requests.get(url, timeout=10, **kwargs)  # type: ignore[arg-type]
+    return LOCAL.get(url, timeout=10, **kwargs)  # type: ignore[arg-type]
 
 
 def test_urls_carry_the_real_ports(web: SandboxWeb, truth: SandboxTruth) -> None:
