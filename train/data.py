@@ -7,19 +7,22 @@ The pipeline, and what is true after each stage (open_clip's order):
 2. split by node then by worker: rank r takes every `world_size`-th shard from position r,
    worker w of that rank every `num_workers`-th of those. Because the stream repeats, a
    rank or worker never starves, even with fewer shards than ranks x workers;
-3. tar samples: dicts of raw bytes keyed by extension (`jpg`, `txt`, `json`...);
+3. tar samples: dicts of raw bytes keyed by extension (`jpg`, `txt`, `json`...), one
+   shard at a time. A shard that cannot be opened or read is reported by the handler; once
+   every shard has been opened since the last sample came, and none gave one, the stream
+   raises rather than repeating forever;
 4. shuffle buffer of `shuffle_buffer` samples, seeded by (seed, epoch, rank, worker);
-5. skip: on resume, the samples of the batches already trained on this epoch are
-   dropped here, before decoding, which puts the stream exactly where it stopped;
-6. decode + transform + tokenize: `(image [3,S,S], tokens [L])`; a sample that cannot be
+5. decode + transform + tokenize: `(image [3,S,S], tokens [L])`; a sample that cannot be
    decoded is reported by the handler (a warning by default) and skipped;
-7. batch (full batches only, so every rank's local batch has the same size);
-8. take: this worker's share of the epoch's batches, then stop.
+6. batch (full batches only, so every rank's local batch has the same size);
+7. skip, then take: on resume, this worker's share of the batches already trained on this
+   epoch is dropped (decoded again, so a sample skipped in step 5 is skipped again and the
+   stream is exactly where it stopped), then this worker's share of the rest is taken.
 
 An epoch is a number of samples, not a pass over files: each rank yields exactly
 `samples_per_epoch // (world_size * batch_size)` batches, the DataLoader taking them from
 its workers in turn, so uneven shards never hang a rank. (webdataset's `with_epoch` would
-give every worker the same count; step 8 splits the count between workers instead.)
+give every worker the same count; step 7 splits the count between workers instead.)
 
 Stage 2 does what `wds.split_by_node` and `wds.split_by_worker` do, with the rank passed in
 rather than read from torch.distributed, so one process can build any rank's loader. The
@@ -65,30 +68,43 @@ def resolve_shards(spec: str | Path) -> list[str]:
     A folder gives its finished shards, sorted: every `*.tar` with its `.done` marker
     beside it (`00000.tar` + `00000.done`). A brace pattern `dir/{00000..00009}.tar` is
     expanded. A file lists one path per line; relative paths are relative to that file's
-    folder and blank lines and `#` comments are skipped.
+    folder and blank lines and `#` comments are skipped. Every local path returned exists:
+    the first one that does not raises FileNotFoundError; remote URLs (`http://...`,
+    `pipe:...`) are returned as given.
     """
     text = str(spec)
     path = Path(text)
     if path.is_dir():
         return [str(p) for p in sorted(path.glob("*.tar")) if p.with_suffix(".done").exists()]
     if "{" in text:
-        return list(wds.shardlists.expand_urls(text))  # braces, and `::` between patterns
-    if path.is_file():
-        return _read_shard_list(path)
-    raise FileNotFoundError(f"no shard folder, pattern or list file: {text}")
+        shards = list(wds.shardlists.expand_urls(text))  # braces, and `::` between patterns
+    elif path.is_file():
+        shards = _read_shard_list(path)
+    else:
+        raise FileNotFoundError(f"no shard folder, pattern or list file: {text}")
+    missing = next((s for s in shards if not is_remote(s) and not Path(s).is_file()), None)
+    if missing is not None:
+        raise FileNotFoundError(f"shard {missing} (listed by {text}) does not exist")
+    return shards
+
+
+def is_remote(url: str) -> bool:
+    """Whether `url` names a stream webdataset opens itself (`scheme://...` or `pipe:...`)."""
+    return "://" in url or url.startswith("pipe:")
 
 
 def _read_shard_list(path: Path) -> list[str]:
     lines = (line.strip() for line in path.read_text().splitlines())
     entries = [line for line in lines if line and not line.startswith("#")]
     return [
-        str(path.parent / entry) if not Path(entry).is_absolute() else entry for entry in entries
+        entry if is_remote(entry) or Path(entry).is_absolute() else str(path.parent / entry)
+        for entry in entries
     ]
 
 
 def count_samples(folder: str | Path) -> int:
-    """The number of samples in a shard folder, from its `sizes.json`."""
-    return sum(int(n) for n in read_json(Path(folder) / "sizes.json").values())
+    """The number of samples in a shard folder's finished shards, from its `sizes.json`."""
+    return count_shard_samples(resolve_shards(folder))
 
 
 def count_shard_samples(shards: list[str]) -> int:
@@ -162,6 +178,28 @@ def shard_stream(shards: list[str], slot: StreamSlot) -> Iterator[Sample]:
         yield {"url": url}
 
 
+def read_samples(src: Iterator[Sample], shard_count: int, handler: Handler) -> Iterator[Sample]:
+    """Stage 3: the samples of each shard in `src`, in order.
+
+    Raises RuntimeError once `shard_count` distinct shards (all of them) have been opened
+    since the last sample came and none gave one: the stream repeats, so without this a
+    loader over unreadable shards would wait forever.
+    """
+    expand = wds.tarfile_to_samples(handler=handler)
+    barren: set[str] = set()
+    for item in src:
+        found = False
+        for sample in expand(iter([item])):
+            found = True
+            yield sample
+        barren = set() if found else barren | {item["url"]}
+        if len(barren) >= shard_count:
+            raise RuntimeError(
+                f"no sample from any of the {shard_count} shards in a whole round; "
+                f"unreadable, e.g. {item['url']}"
+            )
+
+
 def shuffle_samples(src: Iterator[Sample], bufsize: int, slot: StreamSlot) -> Iterator[Sample]:
     """Stage 4: a shuffle buffer seeded per (seed, epoch, rank, worker)."""
     if bufsize < 2:
@@ -172,16 +210,10 @@ def shuffle_samples(src: Iterator[Sample], bufsize: int, slot: StreamSlot) -> It
     yield from wds.shuffle(bufsize, bufsize, rng=rng)(src)
 
 
-def skip_done(src: Iterator[Sample], batch_size: int, slot: StreamSlot) -> Iterator[Sample]:
-    """Stage 5: drop the samples of this worker's share of the batches already trained."""
-    worker, num_workers = slot.worker()
-    yield from islice(src, worker_share(slot.start_batch, worker, num_workers) * batch_size, None)
-
-
 def to_pair(
     sample: Sample, tokenizer: HashTokenizer, image_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stage 6: raw sample -> (normalised image tensor, token ids)."""
+    """Stage 5: raw sample -> (normalised image tensor, token ids)."""
     ext = next((e for e in IMAGE_EXTENSIONS if e in sample), None)
     if ext is None:
         raise ValueError(f"sample {sample.get('__key__')} has no image")
@@ -190,10 +222,10 @@ def to_pair(
 
 
 def take_remaining(src: Iterator[Any], total: int, slot: StreamSlot) -> Iterator[Any]:
-    """Stage 8: this worker's share of the epoch's `total` batches, less those done."""
+    """Stage 7: this worker's share of the epoch's `total` batches, after those done."""
     worker, num_workers = slot.worker()
     done = worker_share(slot.start_batch, worker, num_workers)
-    yield from islice(src, worker_share(total, worker, num_workers) - done)
+    yield from islice(src, done, worker_share(total, worker, num_workers))
 
 
 # ---------------------------------------------------------------- the loader
@@ -206,14 +238,15 @@ def make_dataset(
     handler: Handler = wds.warn_and_continue,
 ) -> wds.DataPipeline:
     """The pipeline above for one rank and epoch, resuming after `slot.start_batch`."""
+    if not shards:
+        raise ValueError("no shards to read")
     total = batches_per_epoch(shards, config, slot.world_size)
     tokenizer = HashTokenizer(config.vocab_size, config.context_length)
     decode = functools.partial(to_pair, tokenizer=tokenizer, image_size=config.image_size)
     return wds.DataPipeline(
         functools.partial(shard_stream, shards, slot),
-        wds.tarfile_to_samples(handler=handler),
+        functools.partial(read_samples, shard_count=len(set(shards)), handler=handler),
         functools.partial(shuffle_samples, bufsize=config.shuffle_buffer, slot=slot),
-        functools.partial(skip_done, batch_size=config.batch_size, slot=slot),
         wds.map(decode, handler=handler),
         wds.batched(config.batch_size, partial=False),
         functools.partial(take_remaining, total=total, slot=slot),

@@ -204,14 +204,29 @@ def train_step(
     batch: tuple[torch.Tensor, torch.Tensor],
     device: torch.device,
 ) -> float:
-    """Forward, symmetric InfoNCE, backward (DDP averages gradients), update; returns the loss."""
+    """Forward, symmetric InfoNCE, backward (DDP averages gradients), update; returns the loss.
+
+    After the update the logit scale is clamped to [0, LOGIT_SCALE_MAX] in place (as
+    open_clip does): the forward clamp alone has zero gradient above the cap, so the
+    parameter could drift past it and never come back.
+    """
     images, tokens = (t.to(device, non_blocking=True) for t in batch)
     image_features, text_features, scale = model(images, tokens)
     loss = loss_fn(image_features, text_features, scale)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
+    with torch.no_grad():
+        bare_model(model).logit_scale.clamp_(0, LOGIT_SCALE_MAX)
     return loss.item()
+
+
+def bare_model(net: nn.Module) -> CLIP:
+    """The CLIP inside `net`: `net` itself, or the module its DDP wrapper holds."""
+    model = net.module if isinstance(net, DistributedDataParallel) else net
+    if not isinstance(model, CLIP):
+        raise TypeError(f"expected a CLIP, got {type(model).__name__}")
+    return model
 
 
 class LogWriter:

@@ -4,6 +4,7 @@ import dataclasses
 import functools
 import io
 import itertools
+import traceback
 from pathlib import Path
 
 import pytest
@@ -54,14 +55,29 @@ def test_resolve_folder_lists_only_finished_shards(tmp_path: Path) -> None:
 
 
 def test_resolve_brace_pattern_and_list_file(tmp_path: Path) -> None:
-    assert resolve_shards(f"{tmp_path}/{{00000..00002}}.tar") == [
-        f"{tmp_path}/{i:05d}.tar" for i in range(3)
-    ]
-    listing = tmp_path / "shards.txt"
-    listing.write_text("# train shards\n00001.tar\n\n/abs/00007.tar\n")
-    assert resolve_shards(listing) == [str(tmp_path / "00001.tar"), "/abs/00007.tar"]
+    shards = write_colour_shards(tmp_path / "a", shards=3, per_shard=1)
+    assert resolve_shards(f"{tmp_path}/a/{{00000..00002}}.tar") == shards
+    other = write_colour_shards(tmp_path / "b", shards=1, per_shard=1)
+    listing = tmp_path / "a" / "shards.txt"
+    listing.write_text(f"# train shards\n00001.tar\n\n{other[0]}\nhttp://host/x.tar\n")
+    assert resolve_shards(listing) == [shards[1], other[0], "http://host/x.tar"]
     with pytest.raises(FileNotFoundError):
         resolve_shards(tmp_path / "missing")
+
+
+def test_resolve_names_the_first_missing_shard(tmp_path: Path) -> None:
+    write_colour_shards(tmp_path, shards=2, per_shard=1)
+    with pytest.raises(FileNotFoundError, match=r"00002\.tar"):
+        resolve_shards(f"{tmp_path}/{{00000..00003}}.tar")
+    listing = tmp_path / "shards.txt"
+    listing.write_text("00001.tar\ngone/00009.tar\n00007.tar\n")
+    with pytest.raises(FileNotFoundError, match=r"gone/00009\.tar"):
+        resolve_shards(listing)
+    remote = "pipe:curl -s http://host/{0..1}.tar"
+    assert resolve_shards(remote) == [
+        "pipe:curl -s http://host/0.tar",
+        "pipe:curl -s http://host/1.tar",
+    ]
 
 
 def test_counts_come_from_sizes_json(tmp_path: Path) -> None:
@@ -69,6 +85,8 @@ def test_counts_come_from_sizes_json(tmp_path: Path) -> None:
     write_json(tmp_path / "sizes.json", {"00000.tar": 5, "00001.tar": 5, "00002.tar": 7})
     assert count_samples(tmp_path) == 17
     assert count_shard_samples(shards[1:]) == 12
+    (tmp_path / "00002.done").unlink()  # unfinished: neither trained on nor counted
+    assert count_samples(tmp_path) == count_shard_samples(resolve_shards(tmp_path)) == 10
 
 
 # ---------------------------------------------------------------- epochs in samples
@@ -112,6 +130,84 @@ def test_a_corrupt_image_is_skipped_and_the_epoch_still_full(tmp_path: Path) -> 
             sink.write({"__key__": f"00001{index:04d}", "jpg": data, "txt": "red"})
     with pytest.warns(Warning):
         assert len(load(shards)) == 2
+
+
+FAILURES: list[Exception] = []
+
+
+def skip_quietly(exn: Exception) -> bool:
+    """A handler that records the failure and goes on, without warn_and_continue's sleep."""
+    FAILURES.append(exn)
+    return True
+
+
+def break_one_image(shards: list[str], index: int) -> None:
+    """Rewrite the shard the stream opens first with image `index` not a JPEG."""
+    first = next(shard_stream(shards, StreamSlot(TINY.seed, 0, 0, 1)))["url"]
+    with wds.TarWriter(first) as sink:
+        for i in range(16):
+            image = io.BytesIO()
+            Image.new("RGB", (8, 8), (i * 10, 0, 0)).save(image, format="JPEG")
+            data = b"not a jpeg" if i == index else image.getvalue()
+            sink.write({"__key__": f"b{i:04d}", "jpg": data, "txt": f"shade {i}"})
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_is_exact_after_an_image_failed_to_decode(tmp_path: Path, workers: int) -> None:
+    shards = write_colour_shards(tmp_path, shards=4, per_shard=16)
+    break_one_image(shards, index=3)
+    config = dataclasses.replace(
+        TINY, samples_per_epoch=48, shuffle_buffer=0, workers=workers, batch_size=8
+    )
+    FAILURES.clear()
+    full = list(make_loader(shards, config, 0, 1, 0, handler=skip_quietly))
+    assert len(full) == 6
+    assert len(FAILURES) == (1 if workers == 0 else 0)  # worker processes keep their own list
+    for start in (1, 2, 3):
+        resumed = list(
+            make_loader(shards, config, 0, 1, 0, start_batch=start, handler=skip_quietly)
+        )
+        assert same(resumed, full[start:])
+
+
+# ---------------------------------------------------------------- unreadable shards
+
+
+@pytest.mark.timeout(30)
+def test_loader_fails_instead_of_hanging_when_no_shard_can_be_read(tmp_path: Path) -> None:
+    (tmp_path / "00000.tar").write_bytes(b"not a tar file" * 100)
+    shards = [str(tmp_path / "00000.tar"), str(tmp_path / "00001.tar")]  # garbage, missing
+    config = dataclasses.replace(TINY, samples_per_epoch=32)
+    FAILURES.clear()
+    with pytest.raises(RuntimeError, match="no sample from any of the 2 shards"):
+        list(make_loader(shards, config, 0, 1, 0, handler=skip_quietly))
+    assert len(FAILURES) >= 2
+
+
+@pytest.mark.timeout(30)
+def test_loader_workers_fail_instead_of_hanging_too(tmp_path: Path) -> None:
+    shards = [str(tmp_path / f"{i:05d}.tar") for i in range(3)]  # none exists
+    config = dataclasses.replace(TINY, samples_per_epoch=32, workers=2)
+    batches = iter(make_loader(shards, config, 0, 1, 0, handler=skip_quietly))
+    with pytest.raises(RuntimeError, match="no sample from any of the 3 shards") as caught:
+        next(batches)
+    # stop the worker processes now: left to a later garbage collection, their shutdown
+    # waits out torch's join timeout
+    traceback.clear_frames(caught.tb)
+    del batches
+
+
+@pytest.mark.timeout(30)
+def test_an_empty_shard_list_fails_at_once() -> None:
+    with pytest.raises(ValueError, match="no shards"):
+        make_loader([], dataclasses.replace(TINY, samples_per_epoch=32), 0, 1, 0)
+
+
+def test_one_readable_shard_among_missing_ones_still_fills_the_epoch(tmp_path: Path) -> None:
+    good = write_colour_shards(tmp_path, shards=1, per_shard=32)
+    shards = good + [str(tmp_path / f"gone{i}.tar") for i in range(3)]
+    config = dataclasses.replace(TINY, samples_per_epoch=64)
+    assert len(list(make_loader(shards, config, 0, 1, 0, handler=skip_quietly))) == 4
 
 
 # ---------------------------------------------------------------- splitting

@@ -18,9 +18,10 @@ from pipeline.config import TrainConfig
 from tests.train.colour_data import COLOURS, TINY
 from train.__main__ import main
 from train.evaluate import retrieval_recall
-from train.model import CLIP
+from train.loss import ClipLoss
+from train.model import CLIP, LOGIT_SCALE_MAX
 from train.tokenizer import HashTokenizer
-from train.trainer import learning_rate, train
+from train.trainer import learning_rate, make_optimizer, train, train_step
 
 
 def read_log(out_dir: Path) -> list[dict[str, Any]]:
@@ -49,6 +50,22 @@ def test_learning_rate_warms_up_then_decays_to_zero() -> None:
     assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0)
     assert rates[60] == pytest.approx(0.5) and rates[-1] < 0.001
     assert all(a >= b for a, b in itertools.pairwise(rates[9:]))
+
+
+def test_a_step_pulls_a_drifted_logit_scale_back_under_the_cap() -> None:
+    torch.manual_seed(0)
+    model = CLIP(TINY)
+    optimizer = make_optimizer(model, TINY)
+    with torch.no_grad():
+        model.logit_scale.fill_(LOGIT_SCALE_MAX + 1)  # past the cap: the forward clamp's grad is 0
+    tokens = HashTokenizer(TINY.vocab_size, TINY.context_length)(["red", "green", "blue"])
+    batch = (torch.randn(3, 3, TINY.image_size, TINY.image_size), tokens)
+    train_step(model, ClipLoss(0, 1), optimizer, batch, torch.device("cpu"))
+    assert model.logit_scale.item() == pytest.approx(LOGIT_SCALE_MAX)
+    with torch.no_grad():
+        model.logit_scale.fill_(-0.5)
+    train_step(model, ClipLoss(0, 1), optimizer, batch, torch.device("cpu"))
+    assert model.logit_scale.item() == 0.0
 
 
 @pytest.mark.slow
