@@ -1,10 +1,10 @@
 """Language filtering: plain langdetect on every alt text against the curation order.
 
 The peer runs `langdetect.detect_langs` on each of the 10,000 real alt texts in one
-process, as a script that filters language first would. The project runs the cheap text
-rules and exact dedup first, then detects each distinct surviving text once, in
-`curate.workers` seeded processes. Both are seeded; on the texts both look at they must
-agree, so the speedup is the design's, not a different answer.
+process, as a script that filters language first would. Ours applies the cheap text rules
+first, then detects each distinct surviving text once, in 2 seeded worker processes.
+Both are seeded; on the texts both look at they must agree, so the speedup is the
+design's, not a different answer.
 """
 
 from __future__ import annotations

@@ -2,10 +2,12 @@
 
 langdetect draws random numbers while it detects; with `DetectorFactory.seed = 0` set in
 the process, every call builds a detector seeded the same way, so a text always gets the
-same answer whatever ran before it, in whichever process. The seed is set on import and
-again by the pool initializer, so every worker process is seeded too. Detection is the
-expensive step (~1,000x slower than matching): it runs after the cheap rules, on the
-distinct captions of the pairs still kept.
+same answer whatever ran before it, in whichever process. Nothing is seeded on import:
+`detect_language` seeds its process on every call, and pool workers, forked from a server
+that has imported this module (not `fork`: the caller may have threads), are seeded once
+by the pool initializer before they detect. Detection is the expensive step (~1,000x
+slower than matching): it runs after the cheap rules, on the distinct captions of the
+pairs still kept.
 """
 
 from __future__ import annotations
@@ -25,21 +27,28 @@ UNKNOWN: Detection = (None, 0.0)
 LANGDETECT_SEED = 0
 
 
+# What a worker needs, imported once by the fork server rather than by every worker.
+WORKER_MODULES = ["filters.language"]
+
+
 def seed_langdetect() -> None:
     """Make langdetect deterministic in this process (the pool initializer)."""
     DetectorFactory.seed = LANGDETECT_SEED
 
 
-seed_langdetect()
-
-
-def detect_language(text: str) -> Detection:
-    """The most probable language of `text` and its probability; (None, 0.0) when none."""
+def detect_with_process_seed(text: str) -> Detection:
+    """`detect_language` with whatever seed this process has: the pool workers' task."""
     try:
         best = detect_langs(text)[0]
     except (LangDetectException, IndexError):
         return UNKNOWN
     return str(best.lang), float(best.prob)
+
+
+def detect_language(text: str) -> Detection:
+    """The most probable language of `text` and its probability; (None, 0.0) when none."""
+    seed_langdetect()
+    return detect_with_process_seed(text)
 
 
 def chunk_size(count: int, workers: int) -> int:
@@ -52,9 +61,10 @@ def detect_languages(texts: Iterable[str], workers: int = 1) -> dict[str, Detect
     distinct = list(dict.fromkeys(texts))
     if workers <= 1 or len(distinct) < 2:
         return {text: detect_language(text) for text in distinct}
-    context = multiprocessing.get_context()
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(WORKER_MODULES)
     with context.Pool(workers, initializer=seed_langdetect) as pool:
-        results = pool.map(detect_language, distinct, chunk_size(len(distinct), workers))
+        results = pool.map(detect_with_process_seed, distinct, chunk_size(len(distinct), workers))
     return dict(zip(distinct, results, strict=True))
 
 

@@ -15,25 +15,33 @@ from pipeline.stats import StageStats, tally
 def test_text_side_chain(alt_texts: list[str], vocab_queries: list[str]) -> None:
     config = CurateConfig(balance_threshold=5, workers=1)
     texts = alt_texts[:300]
+    # Pairs 280-299 reuse the URLs of pairs 0-19 with other captions; pairs 290-299 repeat
+    # pairs 280-289 exactly (same caption and URL, hence the same uid).
     pairs = [Pair(url=f"http://img/{i % 280}.jpg", caption=t) for i, t in enumerate(texts)]
-    # candidates -> text rules -> exact dedup -> query matching
-    unique = dedup(filter_text(pairs, config), config.dedup_keys)
+    pairs += [Pair(url=p.url, caption=p.caption) for p in pairs[280:290]]
+    # candidates -> text rules -> exact dedup on uid -> query matching
+    unique = dedup(filter_text(pairs, config), ("uid",))
     matched = list(match_pairs(unique, QueryMatcher(vocab_queries)))
-    # -> language, once per distinct kept caption
+    # -> language, once per distinct kept caption -> exact dedup on url
     detections = detect_languages(kept_captions(matched), workers=config.workers)
-    english = list(filter_language(matched, config, detections))
-    # -> balancing, counted after the language filter
-    counts = count_entries(english)
+    english = list(dedup(filter_language(matched, config, detections), ("url",)))
+    # -> balancing, counted after the language filter and url dedup
+    counts = count_entries(p for p in english if p.kept)
     stats = StageStats("curate")
     out = list(tally(balance(english, counts, config.balance_threshold, seed=0), stats))
 
-    assert [p.caption for p in out] == texts  # every pair comes out, in order
-    assert stats.seen == 300 and stats.kept + sum(stats.dropped.values()) == 300
+    assert [p.caption for p in out] == [p.caption for p in pairs]  # every pair, in order
+    assert stats.seen == 310 and stats.kept + sum(stats.dropped.values()) == 310
     stages = {reason.split(":")[0] for reason in stats.dropped}
     assert stages == {"text", "dedup", "match", "language", "balance"}
+    # uid dedup drops the exact repeats that passed the text rules, and nothing else.
     passed_text = [p for p in filter_text(pairs, config) if p.kept]
-    repeats = len(passed_text) - len({p.url for p in passed_text})
-    assert 0 < stats.dropped["dedup:url"] == repeats
+    assert 0 < stats.dropped["dedup:uid"] == len(passed_text) - len({p.uid for p in passed_text})
+    # url dedup runs after the filters, so it only sees pairs every filter kept: a shared
+    # URL loses a pair only where both its captions pass text, matching and language
+    # (two of the 20 shared URLs on these texts); one survivor per URL.
+    filtered = [p for p in english if p.kept or p.drop_reason == "dedup:url"]
+    assert 0 < stats.dropped["dedup:url"] == len(filtered) - len({p.url for p in filtered})
     for pair in out:
         if pair.kept:
             assert pair.language == "en" and pair.matched

@@ -4,10 +4,13 @@ import time
 from collections import Counter
 
 import pytest
+from langdetect import DetectorFactory
 
 from filters.language import (
+    LANGDETECT_SEED,
     detect_language,
     detect_languages,
+    detect_with_process_seed,
     filter_language,
     kept_captions,
     language_reason,
@@ -44,6 +47,20 @@ def test_detect_languages_runs_once_per_distinct_text() -> None:
     found = detect_languages(texts, workers=1)
     assert list(found) == [ENGLISH, FRENCH, ""]
     assert found[""] == (None, 0.0)
+
+
+def test_pool_initializer_seeds_the_workers(alt_texts: list[str]) -> None:
+    # Short real alts, whose scores rest on langdetect's random draws. Workers come from a
+    # fork server that never ran a seeded detection, so only the initializer seeds them.
+    texts = [t for t in dict.fromkeys(alt_texts) if 0 < len(t.split()) <= 3][:40]
+    seeded = detect_languages(texts, workers=1)
+    try:
+        DetectorFactory.seed = LANGDETECT_SEED + 1
+        other_seed = {text: detect_with_process_seed(text) for text in texts}
+    finally:
+        DetectorFactory.seed = LANGDETECT_SEED
+    assert other_seed != seeded  # the texts do depend on the seed
+    assert detect_languages(texts, workers=2) == seeded
 
 
 @pytest.mark.slow
