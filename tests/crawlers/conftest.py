@@ -141,6 +141,7 @@ class FaultServer:
             ("/calendar/{year}/{month}", self.calendar),
             ("/private/{name}", self.private),
             ("/html", self.html),
+            ("/links", self.links),
         ]
         for path, handler in routes:
             app.router.add_get(path, handler)
@@ -252,6 +253,11 @@ class FaultServer:
         return web.Response(
             text="<html><img src='/img/secret.jpg' alt='secret'></html>", content_type="text/html"
         )
+
+    async def links(self, request: web.Request) -> web.Response:
+        """A page linking to every `to` query value."""
+        anchors = "".join(f"<a href='{url}'>x</a>" for url in request.query.getall("to", []))
+        return web.Response(text=f"<html>{anchors}</html>", content_type="text/html")
 
     async def html(self, request: web.Request) -> web.Response:
         return web.Response(

@@ -182,6 +182,18 @@ def test_same_host_only(fault_server: FaultServer, second_server: FaultServer) -
     assert pairs[0].page_url == target
 
 
+@pytest.mark.parametrize("same_host_only", [True, False])
+def test_offsite_links_are_not_followed(
+    fault_server: FaultServer, second_server: FaultServer, same_host_only: bool
+) -> None:
+    offsite, onsite = second_server.url("/html"), fault_server.url("/html")
+    seed = fault_server.url(f"/links?to={offsite}&to={onsite}")
+    _, stats = run([seed], same_host_only=same_host_only)
+    assert fault_server.log.hits["/html"] == 1
+    assert second_server.log.hits["/html"] == (0 if same_host_only else 1)
+    assert stats.counts["offsite_links"] == (1 if same_host_only else 0)
+
+
 def test_invalid_seed_is_a_clear_error() -> None:
     with pytest.raises(InvalidURLError, match="invalid seed URL 'ftp://x/'"):
         crawl(["http://ok.example/", "ftp://x/"], config(), StageStats("crawl"))
