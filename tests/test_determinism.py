@@ -50,6 +50,34 @@ def run_stages(
         assert result.returncode == 0, result.stderr[-3000:]
 
 
+def parent_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def descendants(root: int) -> set[int]:
+    """Every process below `root` now (read from /proc)."""
+    pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+    parents = {pid: parent_of(pid) for pid in pids}
+    found: set[int] = set()
+    frontier = {root}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def decisions(path: Path) -> list[tuple[str, str, str]]:
     return sorted((p.uid, p.drop_reason or "", p.key or "") for p in read_pairs(path))
 
@@ -82,9 +110,15 @@ def test_shards_killed_mid_stage_resume_to_the_same_bytes(tmp_path: Path) -> Non
     deadline = time.monotonic() + 120
     while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
+    children = descendants(process.pid)
     process.kill()  # SIGKILL: no cleanup runs
     process.wait()
     assert marker.exists()
+    assert children, "the stage should have had worker processes"
+    deadline = time.monotonic() + 15
+    while any(alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in children if alive(pid)], "workers outlived the killed stage"
     assert not (killed / "shards" / "shards.done").exists()
     run_stages(killed, base, workers=2, commands=("shards",))
     assert decisions(killed / "shards") == decisions(clean / "shards")

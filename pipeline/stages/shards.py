@@ -23,6 +23,9 @@ import concurrent.futures
 import dataclasses
 import logging
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -69,6 +72,7 @@ def part_name(part: int) -> str:
 # What a worker needs, imported once by the fork server rather than by every worker
 # (imagehash imports scipy.fftpack on its first hash).
 WORKER_MODULES = ["pipeline.stages.shards", "scipy.fftpack"]
+WATCH_SECONDS = 1.0  # how often a worker checks that the stage is still alive
 
 
 # ------------------------------------------------------------- pass 1: fetch + process
@@ -82,7 +86,27 @@ def worker_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
     """
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(WORKER_MODULES)
-    return concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
+    return concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=context, initializer=exit_with, initargs=(os.getpid(),)
+    )
+
+
+def exit_with(stage_pid: int) -> None:
+    """In a worker: exit once the stage's process is gone (say, killed with SIGKILL).
+
+    A pool worker waits on its task queue forever, so without this a killed stage would
+    leave its workers behind.
+    """
+
+    def watch() -> None:
+        while True:
+            time.sleep(WATCH_SECONDS)
+            try:
+                os.kill(stage_pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-stage", daemon=True).start()
 
 
 def processed(
