@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.io import read_pairs
-from tests.conftest import REPO
+from tests.conftest import REPO, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -41,11 +41,11 @@ def run_stages(
     workdir: Path, base_port: int, workers: int, commands: tuple[str, ...] = STAGES
 ) -> None:
     for command in commands:
-        result = subprocess.run(
-            [sys.executable, "-m", "pipeline", command, "--config", "configs/demo.toml",
-             "--workdir", str(workdir), "--set", f"sandbox.base_port={base_port}",
-             "--set", f"curate.workers={workers}", "--set", f"shards.workers={workers}"],
-            cwd=REPO, capture_output=True, text=True, timeout=600,
+        result = run_cli(
+            command, "--config", "configs/demo.toml", "--workdir", str(workdir),
+            "--set", f"sandbox.base_port={base_port}",
+            "--set", f"curate.workers={workers}", "--set", f"shards.workers={workers}",
+            timeout=600,
         )  # fmt: skip
         assert result.returncode == 0, result.stderr[-3000:]
 

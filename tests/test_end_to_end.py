@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from pipeline.config import load_config
 from pipeline.io import read_json, read_pairs
 from pipeline.layout import RunLayout
 from sandbox.site import SandboxSite, SandboxTruth
-from tests.conftest import REPO
+from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -43,16 +42,6 @@ NEVER_IN_SHARDS = (
     "aspect",
     "redirect_loop",
 )
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
 
 
 class DemoRun:
@@ -88,7 +77,7 @@ def demo_args(workdir: Path) -> list[str]:
 def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
     workdir = tmp_path_factory.mktemp("e2e") / "run"
     started = time.perf_counter()
-    result = run_cli(*demo_args(workdir))
+    result = run_cli(*demo_args(workdir), timeout=900)
     seconds = time.perf_counter() - started
     assert result.returncode == 0, result.stderr[-3000:]
     return DemoRun(workdir, result, seconds)
@@ -161,7 +150,7 @@ def test_model_beats_chance(demo: DemoRun) -> None:
 def test_rerun_resumes_without_redoing_work(demo: DemoRun) -> None:
     before = {p: p.stat().st_mtime_ns for p in demo.layout.shards_dir.glob("*.tar")}
     started = time.perf_counter()
-    result = run_cli(*demo_args(demo.workdir))
+    result = run_cli(*demo_args(demo.workdir), timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert time.perf_counter() - started < 60
     assert result.stdout == demo.result.stdout
