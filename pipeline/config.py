@@ -18,7 +18,11 @@ from typing import Any
 
 import tomli_w
 
+from pipeline import storage
 from pipeline.io import write_text
+
+EXECUTORS = ("local", "ray")
+LANGUAGE_ENGINES = ("langdetect", "none")
 
 
 class ConfigError(ValueError):
@@ -103,10 +107,12 @@ class CurateConfig:
     queries: str = ""  # query list, one entry per line; empty means the sandbox's list
     balance_threshold: int = 20_000  # MetaCLIP's t: at most ~t pairs per entry
     dedup_keys: tuple[str, ...] = ("url", "uid")
-    workers: int = 2  # processes for language detection
+    language_engine: str = "langdetect"  # langdetect | none (no language filter)
 
     def check(self) -> list[tuple[str, str]]:
-        errors = _positive(self, "balance_threshold", "workers")
+        errors = _positive(self, "balance_threshold")
+        if self.language_engine not in LANGUAGE_ENGINES:
+            errors.append(("language_engine", f"must be one of {', '.join(LANGUAGE_ENGINES)}"))
         errors += _non_negative(self, "min_words", "min_chars")
         if not 0.0 <= self.min_language_score <= 1.0:
             errors.append(("min_language_score", "must be between 0 and 1"))
@@ -139,12 +145,12 @@ class ShardsConfig:
     respect_opt_out: bool = True  # X-Robots-Tag noai, noimageai, noindex, noimageindex
     user_agent: str = "OpenWITBot/0.1 (+https://github.com/openwit/openwit)"
     allow_private_addresses: bool = False
-    workers: int = 2  # processes for decode / resize / hash
+    threads: int = 2  # per fetch task: threads that decode, resize and hash
 
     def check(self) -> list[tuple[str, str]]:
         errors = _positive(
             self, "samples_per_shard", "image_size", "concurrency", "per_host_connections",
-            "timeout", "workers", "max_image_bytes", "max_image_pixels",
+            "timeout", "threads", "max_image_bytes", "max_image_pixels",
         )  # fmt: skip
         errors += _non_negative(
             self, "min_image_side", "min_image_bytes", "near_dup_radius", "retries"
@@ -198,9 +204,30 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class ExecutorConfig:
+    """Where the parts of a stage run: a process pool here, or a Ray cluster."""
+
+    kind: str = "local"  # local | ray
+    workers: int = 2  # local: worker processes; ray: tasks in flight (0: the cluster's CPUs)
+    ray_address: str = "auto"  # `ray start` head HOST:PORT, or auto (RAY_ADDRESS / local)
+
+    def check(self) -> list[tuple[str, str]]:
+        errors = _non_negative(self, "workers")
+        if self.kind not in EXECUTORS:
+            errors.append(("kind", f"must be one of {', '.join(EXECUTORS)}"))
+        if self.kind == "local" and self.workers == 0:
+            errors.append(("workers", "must be positive for the local executor"))
+        return errors
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
-    workdir: str = "runs/demo"
+    workdir: str = "runs/demo"  # a local folder or a URL (s3://bucket/run)
     seed: int = 0  # every random decision derives from (key, seed)
+    # Rows per part: the unit a stage reads, writes, resumes and hands to a worker. Memory
+    # is bounded by part_rows x workers, never by the number of pairs.
+    part_rows: int = 250_000
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     crawl: CrawlConfig = field(default_factory=CrawlConfig)
     curate: CurateConfig = field(default_factory=CurateConfig)
@@ -208,11 +235,11 @@ class PipelineConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def check(self) -> list[tuple[str, str]]:
-        return []
+        return _positive(self, "part_rows")
 
     @property
-    def root(self) -> Path:
-        return Path(self.workdir)
+    def root(self) -> str:
+        return self.workdir
 
 
 def _positive(obj: Any, *names: str) -> list[tuple[str, str]]:
@@ -232,7 +259,7 @@ def load_config(
     """Defaults, then the TOML file at `path`, then `key=value` overrides, validated."""
     data: dict[str, Any] = {}
     if path:
-        data = _read_toml(Path(path))
+        data = _read_toml(str(path))
     for item in overrides or []:
         _apply_override(data, item)
     config = _build(PipelineConfig, data, prefix="")
@@ -240,10 +267,9 @@ def load_config(
     return config
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def _read_toml(path: str) -> dict[str, Any]:
     try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
+        return tomllib.loads(storage.read_bytes(path).decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

@@ -1,151 +1,153 @@
-"""Atomic writes, completion markers and the on-disk form of pairs.
+"""Atomic writes, completion markers and the on-disk form of pairs, on any storage.
 
-Every file a stage produces is written under a temporary name in the same folder and then
-renamed into place, so a reader never sees half a file and a killed run leaves at most a
-stray `.tmp-*` file. A finished unit of work (a shard, a partition, a whole stage) leaves
-a marker `<name>.done`; a rerun skips units whose marker exists.
+Every file a stage produces is written under a temporary name and then renamed into place
+(or, on object storage, uploaded in one piece: `pipeline.storage`), so a reader never sees
+half a file and a killed run leaves at most a stray local `.tmp-*` file. A finished unit
+of work (a part, a shard, a whole stage) leaves a marker `<name>.done`, written last; a
+rerun skips units whose marker exists. Locations are local paths or URLs (`s3://...`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline import storage
 from pipeline.record import PAIR_SCHEMA, Pair, pairs_to_table, table_to_pairs
+from pipeline.storage import FILE_MODE, TMP_PREFIX, PathLike, atomic_open, atomic_path
 
-TMP_PREFIX = ".tmp-"
-
-
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# Read once, at import: os.umask is process-wide, so reading it later could race with a
-# writer thread creating a file in the instant it is 0.
-FILE_MODE = 0o666 & ~_read_umask()
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; rename it to `path` if the block succeeds."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=TMP_PREFIX + target.name + ".", dir=target.parent)
-    os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600; outputs get the usual mode
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+__all__ = [
+    "FILE_MODE",
+    "TMP_PREFIX",
+    "atomic_open",
+    "atomic_path",
+    "clear_done",
+    "is_done",
+    "mark_done",
+    "marker_path",
+    "parquet_files",
+    "read_json",
+    "read_pairs",
+    "read_parquet",
+    "read_table",
+    "remove_stale_temporaries",
+    "write_json",
+    "write_pairs",
+    "write_table",
+    "write_text",
+]
 
 
-@contextlib.contextmanager
-def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
-    """Open a temporary file that becomes `path` when the block exits without error."""
-    with atomic_path(path) as tmp, open(tmp, mode) as handle:
-        yield handle
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def remove_stale_temporaries(folder: str | Path) -> int:
-    """Delete the `.tmp-*` files a killed writer left in `folder`; returns how many.
+def remove_stale_temporaries(folder: PathLike) -> int:
+    """Delete the `.tmp-*` files a killed writer left in a local `folder`; returns how many.
 
     Only for a stage's own output folder at the stage's start: one run owns a folder.
+    Object storage has none (an upload that did not finish leaves no object).
     """
-    target = Path(folder)
-    if not target.is_dir():
+    if storage.is_remote(folder) or not os.path.isdir(storage.local(folder)):
         return 0
-    stale = [p for p in target.glob(TMP_PREFIX + "*") if p.is_file()]
-    for path in stale:
-        path.unlink(missing_ok=True)
-    return len(stale)
+    stale = 0
+    for root, _dirs, files in os.walk(storage.local(folder)):
+        for file_name in files:
+            if file_name.startswith(TMP_PREFIX):
+                os.unlink(os.path.join(root, file_name))
+                stale += 1
+    return stale
 
 
-def write_text(path: str | Path, text: str) -> None:
-    with atomic_open(path, "w") as handle:
+def write_text(location: PathLike, text: str) -> None:
+    with atomic_open(location, "w") as handle:
         handle.write(text)
 
 
-def write_json(path: str | Path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+def write_json(location: PathLike, obj: Any) -> None:
+    write_text(location, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def read_json(path: str | Path) -> Any:
-    with open(path) as handle:
-        return json.load(handle)
+def read_json(location: PathLike) -> Any:
+    return json.loads(storage.read_bytes(location))
 
 
-def marker_path(folder: str | Path, name: str) -> Path:
-    return Path(folder) / f"{name}.done"
+def marker_path(folder: PathLike, name: str) -> str:
+    return storage.join(folder, f"{name}.done")
 
 
-def mark_done(folder: str | Path, name: str, info: dict[str, Any] | None = None) -> None:
+def mark_done(folder: PathLike, name: str, info: dict[str, Any] | None = None) -> None:
     """Leave the completion marker of unit `name` in `folder`."""
     write_json(marker_path(folder, name), info or {})
 
 
-def is_done(folder: str | Path, name: str) -> bool:
-    return marker_path(folder, name).exists()
+def is_done(folder: PathLike, name: str) -> bool:
+    return storage.exists(marker_path(folder, name))
 
 
-def clear_done(folder: str | Path, name: str) -> None:
-    marker_path(folder, name).unlink(missing_ok=True)
+def done_info(folder: PathLike, name: str) -> dict[str, Any]:
+    """What `mark_done` recorded for a finished unit."""
+    info: dict[str, Any] = read_json(marker_path(folder, name))
+    return info
 
 
-def write_table(path: str | Path, table: pa.Table) -> None:
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+def clear_done(folder: PathLike, name: str) -> None:
+    storage.remove(marker_path(folder, name))
 
 
-def write_pairs(path: str | Path, pairs: Iterable[Pair]) -> int:
+def write_table(
+    location: PathLike,
+    table: pa.Table,
+    compression: str | dict[str, str] = "zstd",
+    row_group_size: int | None = None,
+) -> None:
+    with atomic_path(location) as tmp:
+        pq.write_table(table, tmp, compression=compression, row_group_size=row_group_size)
+
+
+def write_pairs(location: PathLike, pairs: Iterable[Pair]) -> int:
     """Write pairs to a parquet file atomically; returns the number of rows."""
     table = pairs_to_table(pairs)
-    write_table(path, table)
+    write_table(location, table)
     return table.num_rows
 
 
-def parquet_files(path: str | Path) -> list[Path]:
+def parquet_files(location: PathLike) -> list[str]:
     """A parquet file, or the sorted parquet files in a folder (temporary files skipped)."""
-    target = Path(path)
-    if target.is_file():
-        return [target]
-    if not target.is_dir():
-        raise FileNotFoundError(f"no such file or folder: {target}")
-    return sorted(p for p in target.glob("*.parquet") if not p.name.startswith(TMP_PREFIX))
+    if storage.is_file(location):
+        return [storage.name(location)]
+    if not storage.is_dir(location):
+        raise FileNotFoundError(f"no such file or folder: {storage.name(location)}")
+    return storage.list_files(location, ".parquet")
 
 
-def read_table(path: str | Path) -> pa.Table:
+def read_parquet(location: PathLike, columns: list[str] | None = None) -> pa.Table:
+    """One parquet file as it is stored, from local disk or object storage."""
+    return pq.read_table(
+        storage.arrow_path(location),
+        columns=columns,
+        filesystem=storage.arrow_filesystem(location),
+    )
+
+
+def read_table(location: PathLike, columns: list[str] | None = None) -> pa.Table:
     """All rows of a parquet file or folder in `PAIR_SCHEMA` (missing columns as nulls)."""
-    tables = [pq.read_table(p) for p in parquet_files(path)]
-    if not tables:
-        return PAIR_SCHEMA.empty_table()
-    aligned = [_align(t) for t in tables]
-    return pa.concat_tables(aligned)
+    tables = [align(read_parquet(p)) for p in parquet_files(location)]
+    table = pa.concat_tables(tables) if tables else PAIR_SCHEMA.empty_table()
+    return table.select(columns) if columns else table
 
 
-def _align(table: pa.Table) -> pa.Table:
+def align(table: pa.Table, schema: pa.Schema = PAIR_SCHEMA) -> pa.Table:
+    """`table` with exactly the columns of `schema`, cast, missing ones as nulls."""
     columns = []
-    for fld in PAIR_SCHEMA:
+    for fld in schema:
         if fld.name in table.column_names:
             columns.append(table.column(fld.name).cast(fld.type))
         else:
             columns.append(pa.nulls(table.num_rows, fld.type))
-    return pa.Table.from_arrays(columns, schema=PAIR_SCHEMA)
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
-def read_pairs(path: str | Path) -> Iterator[Pair]:
-    return table_to_pairs(read_table(path))
+def read_pairs(location: PathLike) -> Iterator[Pair]:
+    return table_to_pairs(read_table(location))

@@ -17,7 +17,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 # Where a candidate came from.
 SOURCES = ("crawl", "warc", "wat", "urllist")
@@ -145,3 +147,42 @@ def table_to_pairs(table: pa.Table) -> Iterator[Pair]:
     """Rows of a table (any superset or subset of `PAIR_SCHEMA`) as pairs."""
     for row in table.to_pylist():
         yield Pair.from_dict(row)
+
+
+_HEX_VALUES = np.full(256, -1, dtype=np.int64)
+for _digit, _char in enumerate(b"0123456789abcdef"):
+    _HEX_VALUES[_char] = _digit
+
+
+def uid_prefix32(uids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """The first 8 hex digits of each uid as an integer in [0, 2**32), vectorised.
+
+    uids are md5 hex digests, so the prefix orders them as string comparison does and is
+    spread evenly over its range: `uid_range` cuts that range into equal slices.
+    """
+    values = uids.combine_chunks() if isinstance(uids, pa.ChunkedArray) else uids
+    heads = pc.utf8_slice_codeunits(values, 0, 8).cast(pa.binary())
+    prefixes = np.zeros(len(heads), dtype=np.uint64)
+    if not len(heads):
+        return prefixes
+    offsets = np.frombuffer(heads.buffers()[1], dtype=np.int32)[
+        heads.offset : heads.offset + len(heads) + 1
+    ]
+    if not np.all(np.diff(offsets) == 8):
+        raise ValueError("uids must be md5 hex digests (32 lower-case hex digits)")
+    raw = np.frombuffer(heads.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+    digits = _HEX_VALUES[raw].reshape(-1, 8)
+    if (digits < 0).any():
+        raise ValueError("uids must be md5 hex digests (32 lower-case hex digits)")
+    for column in range(8):
+        prefixes = (prefixes << np.uint64(4)) | digits[:, column].astype(np.uint64)
+    return prefixes
+
+
+def uid_range(uids: pa.Array | pa.ChunkedArray, ranges: int) -> np.ndarray:
+    """Which of `ranges` equal slices of uid space each uid falls in (monotone in uid).
+
+    Concatenating the ranges in order, each sorted by uid, gives the global uid order for
+    any number of ranges: the order shards are cut from.
+    """
+    return ((uid_prefix32(uids) * np.uint64(ranges)) >> np.uint64(32)).astype(np.int64)

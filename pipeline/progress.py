@@ -1,0 +1,56 @@
+"""Progress of a stage: a tqdm bar on a terminal, one log line per finished part elsewhere.
+
+    with Progress("curate", "screen", parts=12) as progress:
+        progress.part_done(rows=250_000, dropped=41_000)
+
+The bar shows parts and rows done, rows per second and the drops so far; without a
+terminal (CI, a log file, `--quiet`) each finished part is one INFO line instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+log = logging.getLogger("pipeline.progress")
+
+
+class Progress:
+    def __init__(self, stage: str, step: str, parts: int, quiet: bool = False) -> None:
+        self.stage = stage
+        self.step = step
+        self.parts = parts
+        self.done = 0
+        self.rows = 0
+        self.dropped = 0
+        self.started = time.perf_counter()
+        self.bar: Any = None
+        if not quiet and sys.stderr.isatty() and log.isEnabledFor(logging.INFO):
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=parts, desc=f"{stage}: {step}", unit="part", leave=False)
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def part_done(self, rows: int = 0, dropped: int = 0, skipped: bool = False) -> None:
+        """One part finished (or found finished, `skipped`), with its rows and drops."""
+        self.done += 1
+        self.rows += rows
+        self.dropped += dropped
+        rate = self.rows / max(time.perf_counter() - self.started, 1e-9)
+        if self.bar is not None:
+            self.bar.set_postfix(rows=f"{self.rows:,}", rows_s=f"{rate:,.0f}", dropped=self.dropped)
+            self.bar.update(1)
+        elif not skipped:
+            log.info(
+                "%s: %s part %d/%d done (%s rows so far, %s rows/s, %s dropped)",
+                self.stage, self.step, self.done, self.parts,
+                f"{self.rows:,}", f"{rate:,.0f}", f"{self.dropped:,}",
+            )  # fmt: skip
