@@ -7,14 +7,18 @@ Two passes per key, so the result never depends on input order: pass 1
 same whatever order, partitioning or executor produced the input. Keys run one after the
 other: the second key only sees the survivors of the first.
 
-The winner table is a plain dict here; both passes take only an iterable of pairs and that
-table, so a partitioned run can shard pairs by hash of the key value and run the same two
-functions on each partition out of core.
+The stages use the columnar form, `first_per_key`, inside a keyed reduction: rows are
+grouped by a hash of the key value (every row sharing a value lands in the same group),
+and each group keeps its smallest-rank row per value, so any grouping keeps the same rows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.record import Pair
 
@@ -93,3 +97,55 @@ def dedup(pairs: Iterable[Pair], keys: Sequence[str] = ("url", "uid")) -> Iterat
 def dedup_images(pairs: Iterable[Pair]) -> Iterator[Pair]:
     """Exact dedup of downloaded images on sha256 (`dedup:sha256`); unhashed pairs pass."""
     yield from dedup_on(pairs, "sha256")
+
+
+# ---------------------------------------------------------------- columnar (the stages' path)
+
+RANK_COLUMNS = ("uid", "page_url", "source", "page_lang")
+
+
+def _filled(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+    values = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if not values.null_count:
+        return values
+    return pc.fill_null(values, "" if pa.types.is_string(values.type) else 0)
+
+
+def first_per_key(table: pa.Table, key: str, rank: Sequence[str] = RANK_COLUMNS) -> np.ndarray:
+    """True for the one row per value of `key` that holds the smallest rank, else False.
+
+    The columnar form of `find_winners` + `mark_duplicates` over rows that are all kept:
+    rows are ordered by (key, rank...), nulls as "", and the first of each run of equal
+    keys wins. Rows whose ranks tie exactly agree in every rank column, so which of them
+    is first cannot change what is kept. Null keys are never duplicates.
+    """
+    rows = table.num_rows
+    keep = np.zeros(rows, dtype=bool)
+    if rows == 0:
+        return keep
+    columns = {name: _filled(table.column(name)) for name in (key, *rank)}
+    sort_table = pa.table({f"c{i}": columns[name] for i, name in enumerate((key, *rank))})
+    order = pc.sort_indices(
+        sort_table, sort_keys=[(f"c{i}", "ascending") for i in range(len(rank) + 1)]
+    )
+    ordered = pc.take(columns[key], order)
+    first = np.ones(rows, dtype=bool)
+    if rows > 1:
+        first[1:] = pc.not_equal(ordered.slice(1), ordered.slice(0, rows - 1)).to_numpy(
+            zero_copy_only=False
+        )
+    keep[order.to_numpy()[first]] = True
+    nulls = table.column(key).is_null().to_numpy(zero_copy_only=False)
+    keep[nulls] = True
+    return keep
+
+
+def sort_by_rank(table: pa.Table, rank: Sequence[str] = RANK_COLUMNS) -> pa.Table:
+    """The rows in rank order (nulls as ""): the canonical order reductions start from."""
+    if table.num_rows < 2:
+        return table
+    sort_table = pa.table({f"c{i}": _filled(table.column(n)) for i, n in enumerate(rank)})
+    order = pc.sort_indices(
+        sort_table, sort_keys=[(f"c{i}", "ascending") for i in range(len(rank))]
+    )
+    return table.take(order)

@@ -16,6 +16,7 @@ import dataclasses
 import multiprocessing
 from collections.abc import Iterable, Iterator
 
+import pyarrow as pa
 from langdetect import DetectorFactory, detect_langs
 from langdetect.lang_detect_exception import LangDetectException
 
@@ -107,3 +108,20 @@ def filter_language(
 def kept_captions(pairs: Iterable[Pair]) -> Iterator[str]:
     """Captions of the kept pairs: the texts to hand to `detect_languages`."""
     return (pair.caption for pair in pairs if pair.kept)
+
+
+# ---------------------------------------------------------------- columnar (the stages' path)
+
+
+def language_columns(
+    captions: pa.Array | pa.ChunkedArray,
+    detections: dict[str, Detection],
+    config: CurateConfig,
+) -> tuple[pa.Array, pa.Array, pa.Array]:
+    """For every caption, its detected language, score, and the reason it fails the rule
+    (`language_reason`; null where it passes), looked up in `detections`."""
+    found = [detections.get(text, UNKNOWN) for text in captions.to_pylist()]
+    languages = pa.array([language for language, _ in found], type=pa.string())
+    scores = pa.array([score for _, score in found], type=pa.float32())
+    reasons = pa.array([language_reason(d, config) for d in found], type=pa.string())
+    return languages, scores, reasons

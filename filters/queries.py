@@ -14,8 +14,8 @@ from __future__ import annotations
 import gzip
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO
 
+from pipeline import storage
 from pipeline.io import write_text
 
 
@@ -33,23 +33,19 @@ def unique_entries(lines: Iterable[str]) -> list[str]:
     return list(seen)
 
 
-def open_text(path: Path) -> IO[str]:
-    """Open a text file for reading, through gzip when its name ends in `.gz`."""
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
-
-
 def read_lines(path: str | Path) -> list[str]:
-    """All lines of a (possibly gzipped) UTF-8 file; a clear error when it cannot be read."""
-    target = Path(path)
+    """All lines of a (possibly gzipped) UTF-8 file, local or on object storage; a clear
+    error when it cannot be read."""
+    location = storage.name(path)
     try:
-        with open_text(target) as handle:
-            return handle.read().splitlines()
+        data = storage.read_bytes(location)
+        if location.endswith(".gz"):
+            data = gzip.decompress(data)
+        return data.decode("utf-8").splitlines()
     except FileNotFoundError:
-        raise QueryListError(f"query list not found: {target}") from None
+        raise QueryListError(f"query list not found: {location}") from None
     except (OSError, UnicodeDecodeError, EOFError) as exc:
-        raise QueryListError(f"cannot read query list {target}: {exc}") from None
+        raise QueryListError(f"cannot read query list {location}: {exc}") from None
 
 
 def load_queries(path: str | Path) -> list[str]:

@@ -13,7 +13,7 @@ from pipeline.stats import StageStats, tally
 
 
 def test_text_side_chain(alt_texts: list[str], vocab_queries: list[str]) -> None:
-    config = CurateConfig(balance_threshold=5, workers=1)
+    config = CurateConfig(balance_threshold=5)
     texts = alt_texts[:300]
     # Pairs 280-299 reuse the URLs of pairs 0-19 with other captions; pairs 290-299 repeat
     # pairs 280-289 exactly (same caption and URL, hence the same uid).
@@ -23,7 +23,7 @@ def test_text_side_chain(alt_texts: list[str], vocab_queries: list[str]) -> None
     unique = dedup(filter_text(pairs, config), ("uid",))
     matched = list(match_pairs(unique, QueryMatcher(vocab_queries)))
     # -> language, once per distinct kept caption -> exact dedup on url
-    detections = detect_languages(kept_captions(matched), workers=config.workers)
+    detections = detect_languages(kept_captions(matched), workers=1)
     english = list(dedup(filter_language(matched, config, detections), ("url",)))
     # -> balancing, counted after the language filter and url dedup
     counts = count_entries(p for p in english if p.kept)

@@ -1,15 +1,21 @@
 from __future__ import annotations
 
+import os
 import time
 from collections import defaultdict
+from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from filters.matching import (
     QueryMatcher,
+    cached_matcher,
+    match_captions,
     match_pairs,
     matching_throughput,
     naive_matches,
+    spaced_captions,
     spacing,
 )
 from pipeline.record import Pair
@@ -28,10 +34,23 @@ ENTRIES = [
 ]
 
 
+def metaclip_spacing(text: str) -> str:
+    """MetaCLIP's own spacing, written out as the reference."""
+    spaced = f" {text} "
+    for mark in (",", ".", ";", ":", "?", "!", "`"):
+        spaced = spaced.replace(mark, f" {mark} ")
+    for char in ("\t", "\n", "\r"):
+        spaced = spaced.replace(char, " ")
+    return spaced
+
+
 def test_spacing_is_metaclip_s() -> None:
     assert spacing("A dog, running.") == " A dog ,  running .  "
     assert spacing("tab\there\nnew\rline") == " tab here new line "
     assert spacing("`quoted`?!") == "  ` quoted `  ?  !  "
+    texts = ["", "a,b.c;d:e?f!g`h", "\t\n\r", "ü,\u3000.", "..."]
+    column = spaced_captions(pa.array([*texts, None]))
+    assert column.to_pylist() == [metaclip_spacing(t) for t in [*texts, ""]]
 
 
 @pytest.mark.parametrize(
@@ -54,6 +73,20 @@ def test_matches(text: str, expected: list[str]) -> None:
     matcher = QueryMatcher(ENTRIES)
     assert matcher.matches(text) == expected
     assert naive_matches(text, ENTRIES) == expected
+    assert match_captions(pa.array([text, text]), matcher).to_pylist() == [expected] * 2
+
+
+def test_match_captions_column_shapes() -> None:
+    matcher = QueryMatcher(ENTRIES)
+    column = pa.chunked_array([["a dog", None], [], ["nothing", "Dog, T-shirt"]])
+    found = match_captions(column, matcher)
+    assert isinstance(found, pa.ListArray) and found.type == pa.list_(pa.string())
+    assert found.to_pylist() == [["a", "dog"], [], [], ["Dog", "T-shirt"]]
+    sliced = pa.array(["x", "a dog", "York city"], type=pa.large_string()).slice(1)
+    assert match_captions(sliced, matcher).to_pylist() == [["a", "dog"], []]
+    assert match_captions(pa.array([], type=pa.string()), matcher).to_pylist() == []
+    empty = match_captions(pa.array(["a dog", None]), QueryMatcher([]))
+    assert empty.type == pa.list_(pa.string()) and empty.to_pylist() == [[], []]
 
 
 def test_empty_matcher_and_entries() -> None:
@@ -100,7 +133,7 @@ def test_equals_naive_on_real_alt_texts(alt_texts: list[str], vocab_queries: lis
     full = [naive_matches(text, vocab_queries) for text in sample]
     assert naive_by_first_token(sample, vocab_queries) == full  # the reduction is sound
     assert [matcher.matches(text) for text in sample] == full
-    found = [matcher.matches(text) for text in alt_texts]
+    found = match_captions(pa.array(alt_texts), matcher).to_pylist()
     assert found == naive_by_first_token(alt_texts, vocab_queries)
     matched_texts = sum(bool(entries) for entries in found)
     assert 0.4 * len(alt_texts) < matched_texts < len(alt_texts)
@@ -115,5 +148,30 @@ def test_throughput_against_naive(alt_texts: list[str], vocab_queries: list[str]
     for text in sample:
         naive_matches(text, vocab_queries)
     naive = len(sample) / (time.perf_counter() - start)
-    print(f"{len(vocab_queries)} entries: aho-corasick {fast:,.0f} texts/s, naive {naive:,.1f}")
+    print(f"{len(vocab_queries)} entries: match_captions {fast:,.0f} texts/s, naive {naive:,.1f}")
     assert fast > 100 * naive
+
+
+def write_list(path: Path, entries: list[str], mtime_ns: int) -> None:
+    path.write_text("".join(f"{entry}\n" for entry in entries), encoding="utf-8")
+    os.utime(path, ns=(mtime_ns, mtime_ns))
+
+
+def test_cached_matcher_builds_once_per_file_version(tmp_path: Path) -> None:
+    path = tmp_path / "queries.txt"
+    write_list(path, ["dog", "cat"], 1_000_000_000)
+    first = cached_matcher(str(path))
+    assert cached_matcher(str(path)) is first
+    assert cached_matcher(os.path.relpath(path)) is first  # keyed on the absolute path
+    assert first.matches("a dog and a cat") == ["cat", "dog"]
+    write_list(path, ["dog", "cow"], 1_000_000_000)  # same size and mtime: still cached
+    assert cached_matcher(str(path)) is first
+    write_list(path, ["dog", "cow"], 2_000_000_000)
+    second = cached_matcher(str(path))
+    assert second is not first and second.matches("a dog and a cow") == ["cow", "dog"]
+    other = tmp_path / "other.txt"
+    write_list(other, ["cat"], 1_000_000_000)
+    assert cached_matcher(str(other)).matches("a cat") == ["cat"]
+    assert cached_matcher(str(path)) is second
+    with pytest.raises(FileNotFoundError):
+        cached_matcher(str(tmp_path / "missing.txt"))

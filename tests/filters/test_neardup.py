@@ -2,14 +2,29 @@ from __future__ import annotations
 
 import io
 import random
+import time
 from pathlib import Path
 
 import imagehash
+import numpy as np
 import pytest
 from PIL import Image
 
-from filters.neardup import NearDupIndex, band_layout, hamming, remove_near_duplicates
+from filters import neardup
+from filters.neardup import (
+    NearDupIndex,
+    band_keys,
+    band_layout,
+    greedy_drops,
+    hamming,
+    near_duplicate_slots,
+    near_pairs,
+    remove_near_duplicates,
+    visit_order,
+)
 from pipeline.record import STATUS_SUCCESS, Pair
+
+CODE_MASK_U64 = (1 << 64) - 1
 
 
 def flip_bits(code: int, count: int, rng: random.Random) -> int:
@@ -127,3 +142,124 @@ def test_real_photos_recompressed_and_resized_are_near(shared_data: Path) -> Non
     pairs = hashed_pairs(originals + copies)
     kept = [p for p in remove_near_duplicates(pairs, 3) if p.kept]
     assert len(kept) == len(set(originals))  # distinct photos survive once
+
+
+# ---- columnar search -----------------------------------------------------------------
+
+
+def brute_force_pairs(ids: np.ndarray, codes: np.ndarray, radius: int) -> set[tuple[int, int]]:
+    found = set()
+    for i in range(len(ids)):
+        distance = np.bitwise_count(codes[i] ^ codes[i + 1 :])
+        for j in np.flatnonzero(distance <= radius) + i + 1:
+            a, b = int(ids[i]), int(ids[j])
+            if a != b:
+                found.add((min(a, b), max(a, b)))
+    return found
+
+
+def planted_codes(count: int, radius: int, seed: int) -> np.ndarray:
+    """Random codes, then near copies of some of them at distances 0..radius+1."""
+    rng = random.Random(seed)
+    codes = [rng.getrandbits(64) for _ in range(count)]
+    for base in codes[: count // 10]:
+        codes += [flip_bits(base, rng.randrange(radius + 2), rng) for _ in range(3)]
+    codes += [codes[0]] * 5  # a small run of identical codes
+    return np.array(codes, dtype=np.uint64)
+
+
+def old_near_duplicate_slots(codes: list[int], radius: int) -> set[int]:
+    """The dict-based greedy loop `near_duplicate_slots` ran before (visit = list order)."""
+    index = NearDupIndex(radius)
+    dropped = set()
+    for slot, code in enumerate(codes):
+        if index.query(code):
+            dropped.add(slot)
+        else:
+            index.add(str(slot), code)
+    return dropped
+
+
+def test_band_keys_one_entry_per_code_and_band() -> None:
+    codes = np.array([0, CODE_MASK_U64, 0x0123456789ABCDEF], dtype=np.uint64)
+    band, value, row = band_keys(codes, 3)
+    assert band.dtype == np.int64 and value.dtype == np.uint64 and row.dtype == np.int64
+    assert band.tolist() == [0] * 3 + [1] * 3 + [2] * 3 + [3] * 3
+    assert row.tolist() == [0, 1, 2] * 4
+    assert value[2::3].tolist() == [0xCDEF, 0x89AB, 0x4567, 0x0123]
+    assert value[1::3].tolist() == [0xFFFF] * 4
+    assert len(band_keys(codes, 6)[0]) == 3 * 7
+
+
+@pytest.mark.parametrize("radius", [0, 1, 3, 4, 6])
+def test_near_pairs_is_exact_against_brute_force(radius: int) -> None:
+    codes = planted_codes(1500, radius, seed=radius)
+    ids = np.arange(len(codes), dtype=np.int64) * 7 - 50  # any int64 ids, not positions
+    got = near_pairs(ids, codes, radius)
+    assert got.dtype == np.int64 and got.shape[1] == 2
+    assert {tuple(pair) for pair in got.tolist()} == brute_force_pairs(ids, codes, radius)
+    assert len({tuple(pair) for pair in got.tolist()}) == len(got)  # each pair once
+    assert np.all(got[:, 0] < got[:, 1])
+
+
+def test_near_pairs_repeated_ids_and_identical_codes() -> None:
+    codes = np.array([5, 5, 5, 7, 1 << 40, 5], dtype=np.uint64)
+    ids = np.array([1, 1, 2, 3, 4, 9], dtype=np.int64)  # id 1 holds two codes
+    got = {tuple(pair) for pair in near_pairs(ids, codes, 1).tolist()}
+    assert got == {(1, 2), (1, 3), (2, 3), (1, 9), (2, 9), (3, 9)}
+    assert near_pairs(ids[:0], codes[:0], 3).shape == (0, 2)
+
+
+def test_near_pairs_big_run_of_identical_codes_is_fast() -> None:
+    rng = np.random.default_rng(0)
+    codes = np.concatenate(
+        [np.full(2000, 12345, np.uint64), rng.integers(0, 2**63, 20_000, np.uint64)]
+    )
+    ids = np.arange(len(codes), dtype=np.int64)
+    started = time.perf_counter()
+    pairs = near_pairs(ids, codes, 3)
+    assert len(pairs) >= 2000 * 1999 // 2
+    assert time.perf_counter() - started < 10
+
+
+def sequential_drops(ids: list[int], pairs: np.ndarray) -> list[int]:
+    neighbours: dict[int, set[int]] = {i: set() for i in ids}
+    for a, b in pairs.tolist():
+        neighbours[a].add(b)
+        neighbours[b].add(a)
+    kept: set[int] = set()
+    dropped = []
+    for node in sorted(ids):
+        if any(n < node and n in kept for n in neighbours[node]):
+            dropped.append(node)
+        else:
+            kept.add(node)
+    return dropped
+
+
+@pytest.mark.parametrize("rounds", [0, 1, 64])
+def test_greedy_drops_equals_sequential_visit(rounds: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(neardup, "GREEDY_ROUNDS", rounds)
+    codes = planted_codes(800, 3, seed=9)
+    ids = np.arange(len(codes), dtype=np.int64)
+    pairs = near_pairs(ids, codes, 3)
+    assert greedy_drops(ids, pairs).tolist() == sequential_drops(ids.tolist(), pairs)
+    chain = np.array([[i, i + 1] for i in range(200)], dtype=np.int64)  # a path: 0-1-2-...
+    assert greedy_drops(np.arange(201), chain).tolist() == list(range(1, 201, 2))
+    shuffled = chain[np.random.default_rng(1).permutation(len(chain))][:, ::-1]
+    assert greedy_drops(np.arange(201), shuffled).tolist() == list(range(1, 201, 2))
+    assert greedy_drops(ids, np.zeros((0, 2), np.int64)).tolist() == []
+
+
+def test_greedy_drops_refuses_unknown_ids() -> None:
+    with pytest.raises(ValueError, match="ids"):
+        greedy_drops(np.array([1, 2]), np.array([[1, 3]]))
+
+
+def test_slots_equal_old_loop() -> None:
+    for seed in range(3):
+        codes = planted_codes(600, 3, seed).tolist()
+        pairs = hashed_pairs(codes)
+        order = sorted(range(len(pairs)), key=lambda i: visit_order(pairs[i]))
+        old = {order[slot] for slot in old_near_duplicate_slots([codes[i] for i in order], 3)}
+        assert near_duplicate_slots(pairs, 3) == old
