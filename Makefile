@@ -4,9 +4,13 @@
 #   make crawl [SEEDS=file]         crawl the sandbox web, or real sites from a seeds file
 #   make crawl URLS=file.parquet    take candidates from an img2dataset-style URL list
 #   make shards                     curate the candidates, fetch images, write shards
+#   make shards RETRY_FAILED=1      refetch only the images an earlier run failed to download
 #   make train [NPROC=2]            train CLIP on the shards (torchrun when NPROC > 1)
 #
-# Knobs: CONFIG=file.toml, WORKDIR=runs/name, SET="crawl.max_pages=100 train.epochs=2".
+# Each stage target runs the ones before it first (a finished stage is skipped at once).
+# Knobs: CONFIG=file.toml, WORKDIR=runs/name (or s3://bucket/run), EXECUTOR=ray,
+# RAY_ADDRESS=host:port, SET="crawl.max_pages=100 train.epochs=2" (no spaces inside a value:
+# SET='curate.languages=["en","de"]').
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -14,14 +18,20 @@ BIN := $(VENV)/bin
 WORKDIR ?= runs/demo
 SEEDS ?=
 URLS ?=
+EXECUTOR ?=
+RAY_ADDRESS ?=
+RETRY_FAILED ?=
 # A new run without seeds is the sandbox demo, with the settings of configs/demo.toml; a run
 # folder that has a config.toml continues with it (the CLI loads it when CONFIG is empty).
 CONFIG ?= $(if $(SEEDS)$(URLS)$(wildcard $(WORKDIR)/config.toml),,configs/demo.toml)
 SET ?=
 NPROC ?= 1
+# Each SET word is single-quoted for the shell, so TOML strings keep their double quotes.
+quote = '$(subst ','\'',$(1))'
 ARGS := $(if $(CONFIG),--config $(CONFIG)) --workdir $(WORKDIR) \
         $(if $(SEEDS),--seeds $(SEEDS)) $(if $(URLS),--url-list $(URLS)) \
-        $(foreach s,$(SET),--set $(s))
+        $(if $(EXECUTOR),--executor $(EXECUTOR)) $(if $(RAY_ADDRESS),--ray-address $(RAY_ADDRESS)) \
+        $(foreach s,$(SET),--set $(call quote,$(s)))
 RUN := $(BIN)/python -m pipeline
 
 .DEFAULT_GOAL := help
@@ -46,13 +56,13 @@ demo: venv ## crawl, curate, shard and train on the sandbox web, then print the 
 crawl: venv ## collect candidate pairs (sandbox web; SEEDS=file for real sites; URLS=list)
 	$(RUN) crawl $(ARGS)
 
-curate: venv ## text rules, dedup, query matching, language, balancing
+curate: crawl ## text rules, dedup, query matching, language, balancing
 	$(RUN) curate $(ARGS)
 
-shards: curate ## fetch the selected images and write webdataset shards
-	$(RUN) shards $(ARGS)
+shards: curate ## fetch the selected images and write webdataset shards (RETRY_FAILED=1)
+	$(RUN) shards $(ARGS) $(if $(RETRY_FAILED),--retry-failed)
 
-train: venv ## train CLIP on the shards (NPROC=2 runs torchrun with 2 processes)
+train: shards ## train CLIP on the shards (NPROC=2 runs torchrun with 2 processes)
 ifeq ($(NPROC),1)
 	$(RUN) train $(ARGS)
 else

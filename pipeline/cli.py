@@ -17,14 +17,15 @@ saved in the run folder. A finished stage is skipped, so rerunning a command res
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+from pipeline import storage
 from pipeline.config import ConfigError, PipelineConfig, load_config, save_config
 from pipeline.errors import PipelineError
 from pipeline.layout import RunLayout
@@ -48,6 +49,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--url-list", help="csv/tsv/jsonl/parquet of url, caption (--set crawl.url_list=FILE)"
     )
+    parser.add_argument(
+        "--executor", choices=("local", "ray"),
+        help="where the parts run: local processes or a Ray cluster (--set executor.kind=...)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--ray-address",
+        help="Ray cluster to use: auto or HOST:PORT (--set executor.ray_address=...)",
+    )
+    parser.add_argument(
+        "--retry-failed", action="store_true",
+        help="shards: refetch only the rows a finished run failed to download",
+    )  # fmt: skip
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     return parser
 
@@ -56,8 +69,8 @@ def resolve_config(args: argparse.Namespace) -> PipelineConfig:
     """--config, else the config saved in --workdir by an earlier command, then --set."""
     config_file = args.config
     if not config_file:
-        saved = RunLayout(Path(args.workdir or PipelineConfig().workdir)).config_file
-        config_file = str(saved) if saved.exists() else None
+        saved = RunLayout(args.workdir or PipelineConfig().workdir).config_file
+        config_file = saved if storage.exists(saved) else None
     overrides = list(args.overrides)
     if args.workdir:
         overrides.append(f"workdir={_toml_string(args.workdir)}")
@@ -65,6 +78,10 @@ def resolve_config(args: argparse.Namespace) -> PipelineConfig:
         overrides.append(f"crawl.seeds={_toml_string(args.seeds)}")
     if args.url_list:
         overrides.append(f"crawl.url_list={_toml_string(args.url_list)}")
+    if args.executor:
+        overrides.append(f"executor.kind={_toml_string(args.executor)}")
+    if args.ray_address:
+        overrides.append(f"executor.ray_address={_toml_string(args.ray_address)}")
     return load_config(config_file, overrides)
 
 
@@ -76,23 +93,32 @@ def is_rank_zero() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def stage_runners() -> dict[str, Callable[[PipelineConfig], Any]]:
-    # Imported here so `report` and config errors answer without loading torch.
-    from pipeline.stages.crawl import run_crawl
-    from pipeline.stages.curate import run_curate
-    from pipeline.stages.shards import run_shards
-    from pipeline.stages.train import run_train
-
-    return {"crawl": run_crawl, "curate": run_curate, "shards": run_shards, "train": run_train}
+def stage_runner(stage: str) -> Callable[..., Any]:
+    """The runner of one stage, imported only when it runs (so `report` and config errors
+    answer without loading torch, and a stage loads only its own libraries)."""
+    module = importlib.import_module(f"pipeline.stages.{stage}")
+    runner: Callable[..., Any] = getattr(module, f"run_{stage}")
+    return runner
 
 
-def run_command(command: str, config: PipelineConfig) -> None:
+def run_command(
+    command: str, config: PipelineConfig, quiet: bool = False, retry_failed: bool = False
+) -> None:
+    if retry_failed:
+        if command != "shards":
+            raise PipelineError("--retry-failed goes with the shards command")
+        from pipeline.stages.shards import run_retry_failed
+
+        run_retry_failed(config, quiet=quiet)
+        return
     if command != "report":
-        runners = stage_runners()
         stages = ["crawl", "curate", "shards", "train"] if command == "demo" else [command]
         for stage in stages:
             started = time.perf_counter()
-            runners[stage](config)
+            if stage == "train":
+                stage_runner(stage)(config)
+            else:
+                stage_runner(stage)(config, quiet=quiet)
             log.info("%s finished in %.1f s", stage, time.perf_counter() - started)
     if command in ("demo", "report") and is_rank_zero():
         print(write_report(config.root), end="")
@@ -122,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         config = resolve_config(args)
         if is_rank_zero() and args.command != "report":
             save_config(config, RunLayout(config.root).config_file)
-        run_command(args.command, config)
+        run_command(args.command, config, quiet=args.quiet, retry_failed=args.retry_failed)
     except user_errors() as exc:
         print(f"openwit: error: {exc}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pipeline import storage
 from pipeline.io import read_json, write_json, write_text
 from pipeline.layout import RunLayout
 from pipeline.stats import StageStats
@@ -21,10 +22,10 @@ def collect(layout: RunLayout) -> dict[str, Any]:
     data: dict[str, Any] = {"workdir": str(layout.root), "stages": {}}
     for stage in STAGES:
         path = layout.stats_file(stage)
-        if path.exists():
+        if storage.exists(path):
             data["stages"][stage] = StageStats.load(path).to_dict()
-    results = layout.train_dir / "results.json"
-    if results.exists():
+    results = storage.join(layout.train_dir, "results.json")
+    if storage.exists(results):
         data["train"] = read_json(results)
     return data
 
@@ -89,9 +90,9 @@ def render(data: dict[str, Any]) -> str:
 
 def write_report(workdir: str | Path) -> str:
     """Write report.json and report.txt into the run folder; return the text."""
-    layout = RunLayout(Path(workdir))
+    layout = RunLayout(workdir)
     data = collect(layout)
     text = render(data)
-    write_json(layout.root / "report.json", data)
-    write_text(layout.root / "report.txt", text)
+    write_json(layout.at("report.json"), data)
+    write_text(layout.at("report.txt"), text)
     return text

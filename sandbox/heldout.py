@@ -16,8 +16,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pipeline import storage
 from pipeline.config import SandboxConfig
-from pipeline.io import atomic_path, clear_done, is_done, mark_done, read_json, write_json
+from pipeline.io import clear_done, is_done, mark_done, read_json, write_json
 from sandbox.concepts import Concept, all_concepts
 from sandbox.render import encode_jpeg, render_concept
 from sandbox.seeding import derive_random
@@ -34,12 +35,14 @@ TEMPLATES = (
 )
 
 
-def write_heldout(config: SandboxConfig, folder: str | Path) -> Path:
-    """Write the held-out set into `folder` (skipped if already complete); returns the manifest."""
-    root = Path(folder)
-    manifest = root / MANIFEST
+def write_heldout(config: SandboxConfig, folder: str | Path) -> str:
+    """Write the held-out set into `folder` (local or object storage; skipped if already
+    complete); returns the manifest's location."""
+    root = storage.name(folder)
+    manifest = storage.join(root, MANIFEST)
     info = _marker_info(config)
-    if is_done(root, MARKER) and manifest.exists() and read_json(root / f"{MARKER}.done") == info:
+    complete = is_done(root, MARKER) and storage.exists(manifest)
+    if complete and read_json(storage.join(root, f"{MARKER}.done")) == info:
         return manifest
     clear_done(root, MARKER)
     classes = [concept.name for concept in all_concepts()]
@@ -47,9 +50,9 @@ def write_heldout(config: SandboxConfig, folder: str | Path) -> Path:
     for label, concept in enumerate(all_concepts()):
         for index in range(config.heldout_per_class):
             name = f"images/{len(samples):05d}.jpg"
-            _write_image(root / name, _render(concept, index, config))
+            storage.write_bytes(storage.join(root, name), _render(concept, index, config))
             samples.append({"file": name, "label": label})
-    _remove_stale(root / "images", {sample["file"] for sample in samples})
+    _remove_stale(storage.join(root, "images"), {sample["file"] for sample in samples})
     write_json(manifest, {"classes": classes, "templates": list(TEMPLATES), "samples": samples})
     mark_done(root, MARKER, info)
     return manifest
@@ -70,13 +73,8 @@ def _render(concept: Concept, index: int, config: SandboxConfig) -> bytes:
     return encode_jpeg(render_concept(concept, key, config.seed, side, side), quality)
 
 
-def _remove_stale(images: Path, keep: set[str]) -> None:
+def _remove_stale(images: str, keep: set[str]) -> None:
     """Delete images a previous, larger held-out set left behind."""
-    for path in images.glob("*.jpg"):
-        if f"images/{path.name}" not in keep:
-            path.unlink()
-
-
-def _write_image(path: Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+    for file_name in storage.list_names(images, ".jpg"):
+        if f"images/{file_name}" not in keep:
+            storage.remove(storage.join(images, file_name))

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from pipeline import storage
 from pipeline.io import is_done, read_json, write_json
 
 SHARD_DIGITS = 5
@@ -32,16 +33,16 @@ def shard_name(shard_id: int) -> str:
     return f"{shard_id:0{SHARD_DIGITS}d}"
 
 
-def tar_path(folder: str | Path, shard_id: int) -> Path:
-    return Path(folder) / f"{shard_name(shard_id)}.tar"
+def tar_path(folder: str | Path, shard_id: int) -> str:
+    return storage.join(folder, f"{shard_name(shard_id)}.tar")
 
 
-def parquet_path(folder: str | Path, shard_id: int) -> Path:
-    return Path(folder) / f"{shard_name(shard_id)}.parquet"
+def parquet_path(folder: str | Path, shard_id: int) -> str:
+    return storage.join(folder, f"{shard_name(shard_id)}.parquet")
 
 
-def stats_path(folder: str | Path, shard_id: int) -> Path:
-    return Path(folder) / f"{shard_name(shard_id)}_stats.json"
+def stats_path(folder: str | Path, shard_id: int) -> str:
+    return storage.join(folder, f"{shard_name(shard_id)}_stats.json")
 
 
 def index_digits(samples_per_shard: int) -> int:
@@ -66,14 +67,11 @@ def plan_shards(uids: Iterable[str], samples_per_shard: int) -> list[list[str]]:
 
 def completed_shards(folder: str | Path) -> set[int]:
     """Ids of the shards in `folder` whose completion marker exists."""
-    root = Path(folder)
-    if not root.is_dir():
-        return set()
-    found = (_MARKER.match(p.name) for p in root.iterdir())
+    found = (_MARKER.match(name) for name in storage.list_names(folder, ".done"))
     return {int(m.group(1)) for m in found if m}
 
 
-def list_shards(folder: str | Path) -> list[Path]:
+def list_shards(folder: str | Path) -> list[str]:
     """The tar files of the completed shards, in shard order."""
     return [tar_path(folder, shard) for shard in sorted(completed_shards(folder))]
 
@@ -89,10 +87,10 @@ def shard_stats(folder: str | Path, shard_id: int) -> dict[str, Any]:
 def write_sizes_json(folder: str | Path) -> dict[str, int]:
     """Write `sizes.json`, {"00000.tar": samples, ...} over completed shards; return it."""
     sizes = {
-        tar_path(folder, shard).name: int(shard_stats(folder, shard)["samples"])
+        storage.basename(tar_path(folder, shard)): int(shard_stats(folder, shard)["samples"])
         for shard in sorted(completed_shards(folder))
     }
-    write_json(Path(folder) / SIZES_FILE, sizes)
+    write_json(storage.join(folder, SIZES_FILE), sizes)
     return sizes
 
 
@@ -100,7 +98,7 @@ def write_manifest(folder: str | Path) -> dict[str, Any]:
     """Write `manifest.json`: each completed shard's counts, and their totals; return it."""
     shards = [_manifest_entry(folder, shard) for shard in sorted(completed_shards(folder))]
     manifest = {"shards": shards, "totals": _totals(shards)}
-    write_json(Path(folder) / MANIFEST_FILE, manifest)
+    write_json(storage.join(folder, MANIFEST_FILE), manifest)
     return manifest
 
 
@@ -108,9 +106,9 @@ def _manifest_entry(folder: str | Path, shard_id: int) -> dict[str, Any]:
     stats = shard_stats(folder, shard_id)
     return {
         "shard": shard_id,
-        "tar": tar_path(folder, shard_id).name,
-        "parquet": parquet_path(folder, shard_id).name,
-        "tar_bytes": tar_path(folder, shard_id).stat().st_size,
+        "tar": storage.basename(tar_path(folder, shard_id)),
+        "parquet": storage.basename(parquet_path(folder, shard_id)),
+        "tar_bytes": storage.size(tar_path(folder, shard_id)),
         "count": stats["count"],
         "samples": stats["samples"],
         "successes": stats["successes"],

@@ -33,6 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from pipeline import storage
 from pipeline.io import atomic_path, clear_done, mark_done, write_json, write_pairs
 from pipeline.record import (
     STATUS_FAILED_DECODE,
@@ -95,7 +96,7 @@ class ShardWriter:
     ) -> None:
         if encode_format not in SAVE_FORMATS:
             raise ValueError(f"encode_format must be one of {sorted(SAVE_FORMATS)}")
-        self.folder = Path(folder)
+        self.folder = storage.name(folder)
         self.shard_id = shard_id
         self.name = shard_name(shard_id)
         self.encode_format = encode_format
@@ -109,7 +110,7 @@ class ShardWriter:
     # ------------------------------------------------------------ lifecycle
 
     def __enter__(self) -> ShardWriter:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        storage.makedirs(self.folder)
         clear_done(self.folder, self.name)
         self._remove_outputs()
         self.start_time = time.time()
@@ -163,7 +164,7 @@ class ShardWriter:
             parquet_path(self.folder, self.shard_id),
             stats_path(self.folder, self.shard_id),
         ):
-            path.unlink(missing_ok=True)
+            storage.remove(path)
 
     # ------------------------------------------------------------ writing
 

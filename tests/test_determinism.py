@@ -44,7 +44,7 @@ def run_stages(
         result = run_cli(
             command, "--config", "configs/demo.toml", "--workdir", str(workdir),
             "--set", f"sandbox.base_port={base_port}",
-            "--set", f"curate.workers={workers}", "--set", f"shards.workers={workers}",
+            "--set", f"executor.workers={workers}",
             timeout=600,
         )  # fmt: skip
         assert result.returncode == 0, result.stderr[-3000:]
@@ -78,8 +78,14 @@ def alive(pid: int) -> bool:
         return False
 
 
-def decisions(path: Path) -> list[tuple[str, str, str]]:
-    return sorted((p.uid, p.drop_reason or "", p.key or "") for p in read_pairs(path))
+def decisions(*paths: Path) -> list[tuple[str, str, str]]:
+    return sorted(
+        (p.uid, p.drop_reason or "", p.key or "") for path in paths for p in read_pairs(path)
+    )
+
+
+def curated(workdir: Path) -> list[tuple[str, str, str]]:
+    return decisions(workdir / "curate" / "selected", workdir / "curate" / "dropped")
 
 
 def test_one_and_two_workers_select_the_same_pairs(tmp_path: Path) -> None:
@@ -87,9 +93,7 @@ def test_one_and_two_workers_select_the_same_pairs(tmp_path: Path) -> None:
     one, two = tmp_path / "one", tmp_path / "two"
     run_stages(one, base, workers=1)
     run_stages(two, base, workers=2)
-    assert decisions(one / "curate" / "pairs.parquet") == decisions(
-        two / "curate" / "pairs.parquet"
-    )
+    assert curated(one) == curated(two)
     shards_one, shards_two = decisions(one / "shards"), decisions(two / "shards")
     assert shards_one == shards_two
     assert sum(1 for _, reason, _ in shards_one if not reason) > 500
@@ -99,21 +103,42 @@ def test_one_and_two_workers_select_the_same_pairs(tmp_path: Path) -> None:
         assert (one / "shards" / name).read_bytes() == (two / "shards" / name).read_bytes()
 
 
+def kill_when(command: str, workdir: Path, marker: Path) -> set[int]:
+    """Start `command` on `workdir`, SIGKILL it once `marker` exists; its children then."""
+    argv = [sys.executable, "-m", "pipeline", command, "--workdir", str(workdir)]
+    process = subprocess.Popen(argv, cwd=REPO, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    children = descendants(process.pid)
+    process.kill()  # SIGKILL: no cleanup runs
+    process.wait()
+    assert marker.exists(), f"{command} ended before {marker.name}"
+    return children
+
+
+def test_curate_killed_mid_stage_resumes_to_the_same_selection(tmp_path: Path) -> None:
+    base = free_port_run(HOSTS)
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    run_stages(clean, base, workers=2, commands=("crawl", "curate"))
+    run_stages(killed, base, workers=2, commands=("crawl",))
+    kill_when("curate", killed, killed / "curate" / "_work" / "pass0-00003.done")
+    assert not (killed / "curate" / "curate.done").exists()
+    run_stages(killed, base, workers=2, commands=("curate",))
+    assert curated(killed) == curated(clean)
+    for name in sorted(p.name for p in (clean / "curate" / "selected").iterdir()):
+        assert (killed / "curate" / "selected" / name).read_bytes() == (
+            clean / "curate" / "selected" / name
+        ).read_bytes()
+
+
 def test_shards_killed_mid_stage_resume_to_the_same_bytes(tmp_path: Path) -> None:
     base = free_port_run(HOSTS)
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     run_stages(clean, base, workers=2)
     run_stages(killed, base, workers=2, commands=("crawl", "curate"))
-    command = [sys.executable, "-m", "pipeline", "shards", "--workdir", str(killed)]
-    process = subprocess.Popen(command, cwd=REPO, stderr=subprocess.DEVNULL)
     marker = killed / "images" / "part-00001.done"
-    deadline = time.monotonic() + 120
-    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    children = descendants(process.pid)
-    process.kill()  # SIGKILL: no cleanup runs
-    process.wait()
-    assert marker.exists()
+    children = kill_when("shards", killed, marker)
     assert children, "the stage should have had worker processes"
     deadline = time.monotonic() + 15
     while any(alive(pid) for pid in children) and time.monotonic() < deadline:

@@ -17,7 +17,7 @@ import pytest
 import webdataset as wds
 
 from pipeline.config import load_config
-from pipeline.io import read_json, read_pairs
+from pipeline.io import read_json, read_pairs, read_table
 from pipeline.layout import RunLayout
 from sandbox.site import SandboxSite, SandboxTruth
 from tests.conftest import run_cli
@@ -61,7 +61,7 @@ class DemoRun:
         return SandboxSite(config.sandbox).truth(base_urls)
 
     def samples(self) -> list[dict[str, Any]]:
-        tars = sorted(str(p) for p in self.layout.shards_dir.glob("*.tar"))
+        tars = sorted(str(p) for p in Path(self.layout.shards_dir).glob("*.tar"))
         dataset = wds.WebDataset(tars, shardshuffle=False).decode("pil")
         return list(dataset)
 
@@ -92,7 +92,7 @@ def test_report_is_printed(demo: DemoRun) -> None:
 
 def test_every_shard_opens_with_webdataset(demo: DemoRun) -> None:
     samples = demo.samples()
-    sizes = read_json(demo.layout.shards_dir / "sizes.json")
+    sizes = read_json(demo.layout.at("shards", "sizes.json"))
     assert len(samples) == sum(sizes.values()) == demo.stats("shards")["kept"] > 500
     for sample in samples[:50]:
         assert sample["jpg"].size[0] > 0
@@ -129,8 +129,8 @@ def test_drops_are_counted_under_their_reasons(demo: DemoRun) -> None:
     # Every candidate is accounted for: kept or dropped with a reason, nothing vanishes.
     for stats in (curate, shards):
         assert stats["seen"] == stats["kept"] + sum(stats["dropped"].values())
-    rows = list(read_pairs(demo.layout.curated))
-    assert len(rows) == curate["seen"]
+    rows = read_table(demo.layout.selected).num_rows + read_table(demo.layout.dropped).num_rows
+    assert rows == curate["seen"] == demo.stats("crawl")["counts"]["candidates"]
 
 
 def test_shard_parquet_keeps_failures(demo: DemoRun) -> None:
@@ -141,19 +141,19 @@ def test_shard_parquet_keeps_failures(demo: DemoRun) -> None:
 
 
 def test_model_beats_chance(demo: DemoRun) -> None:
-    results = read_json(demo.layout.train_dir / "results.json")
+    results = read_json(demo.layout.at("train", "results.json"))
     zero_shot = results["zero_shot"]
     assert zero_shot["n"] >= 100
     assert zero_shot["top1"] > 3 * zero_shot["chance"], zero_shot
 
 
 def test_rerun_resumes_without_redoing_work(demo: DemoRun) -> None:
-    before = {p: p.stat().st_mtime_ns for p in demo.layout.shards_dir.glob("*.tar")}
+    before = {p: p.stat().st_mtime_ns for p in Path(demo.layout.shards_dir).glob("*.tar")}
     started = time.perf_counter()
     result = run_cli(*demo_args(demo.workdir), timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert time.perf_counter() - started < 60
     assert result.stdout == demo.result.stdout
-    after = {p: p.stat().st_mtime_ns for p in demo.layout.shards_dir.glob("*.tar")}
+    after = {p: p.stat().st_mtime_ns for p in Path(demo.layout.shards_dir).glob("*.tar")}
     assert after == before
     assert json.loads((demo.workdir / "report.json").read_text())["stages"]["shards"]["kept"]

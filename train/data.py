@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, get_worker_info
 
+from pipeline import storage
 from pipeline.config import TrainConfig
 from pipeline.io import read_json
 from train.tokenizer import HashTokenizer
@@ -72,8 +74,12 @@ def resolve_shards(spec: str | Path) -> list[str]:
     the first one that does not raises FileNotFoundError; remote URLs (`http://...`,
     `pipe:...`) are returned as given.
     """
-    text = str(spec)
+    text = storage.name(spec)
     path = Path(text)
+    if storage.is_remote(text) and "{" not in text and storage.is_dir(text):
+        done = set(storage.list_names(text, ".done"))
+        tars = storage.list_names(text, ".tar")
+        return [storage.join(text, t) for t in tars if t[: -len(".tar")] + ".done" in done]
     if path.is_dir():
         return [str(p) for p in sorted(path.glob("*.tar")) if p.with_suffix(".done").exists()]
     if "{" in text:
@@ -86,6 +92,18 @@ def resolve_shards(spec: str | Path) -> list[str]:
     if missing is not None:
         raise FileNotFoundError(f"shard {missing} (listed by {text}) does not exist")
     return shards
+
+
+def open_with_fsspec(url: str, mode: str = "rb", bufsize: int = 8192, **_: Any) -> Any:
+    """webdataset's opener for object storage URLs (`s3://...`): through fsspec."""
+    return storage.open_input(url, mode)
+
+
+# webdataset opens `s3://` and friends with a command-line tool; read them through fsspec,
+# with the same credentials and endpoint as every other stage. Set at import, so loader
+# worker processes have it too.
+for _scheme in ("s3", "gs", "gcs", "hdfs", "abfs", "az"):
+    importlib.import_module("webdataset.gopen").gopen_schemes[_scheme] = open_with_fsspec
 
 
 def is_remote(url: str) -> bool:
@@ -109,13 +127,13 @@ def count_samples(folder: str | Path) -> int:
 
 def count_shard_samples(shards: list[str]) -> int:
     """The number of samples in the listed shards, from the `sizes.json` beside each."""
-    sizes: dict[Path, dict[str, int]] = {}
+    sizes: dict[str, dict[str, int]] = {}
     total = 0
     for shard in shards:
-        folder = Path(shard).parent
+        folder = storage.parent(shard)
         if folder not in sizes:
-            sizes[folder] = read_json(folder / "sizes.json")
-        total += int(sizes[folder][Path(shard).name])
+            sizes[folder] = read_json(storage.join(folder, "sizes.json"))
+        total += int(sizes[folder][storage.basename(shard)])
     return total
 
 

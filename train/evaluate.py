@@ -9,6 +9,7 @@ assigned the class of highest cosine similarity. An eval folder holds `manifest.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from pipeline import storage
 from pipeline.io import read_json
 from train.model import CLIP
 from train.tokenizer import HashTokenizer
@@ -58,7 +60,7 @@ def embed_texts(model: CLIP, tokenizer: HashTokenizer, texts: Sequence[str]) -> 
 def load_image(image: Image.Image | Path | str) -> Image.Image:
     if isinstance(image, Image.Image):
         return image
-    with Image.open(image) as opened:
+    with Image.open(io.BytesIO(storage.read_bytes(image))) as opened:
         return opened.convert("RGB")
 
 
@@ -86,10 +88,10 @@ def zero_shot_accuracy(
     device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
     """`{"top1", "top5", "chance", "n"}` of zero-shot classification on `eval_dir`."""
-    folder = Path(eval_dir)
-    manifest = read_json(folder / "manifest.json")
+    folder = storage.name(eval_dir)
+    manifest = read_json(storage.join(folder, "manifest.json"))
     classes, templates = list(manifest["classes"]), list(manifest["templates"])
-    files = [folder / s["file"] for s in manifest["samples"]]
+    files = [storage.join(folder, s["file"]) for s in manifest["samples"]]
     labels = torch.tensor([int(s["label"]) for s in manifest["samples"]])
     was_training = model.training
     model.eval().to(device)

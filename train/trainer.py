@@ -27,6 +27,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from pipeline import storage
 from pipeline.config import TrainConfig
 from pipeline.io import atomic_path, write_json, write_text
 from train.data import batches_per_epoch, derive_seed, make_loader
@@ -123,7 +124,7 @@ def learning_rate(step: int, config: TrainConfig, total_steps: int) -> float:
 
 
 def save_checkpoint(
-    path: Path,
+    path: str,
     model: CLIP,
     optimizer: torch.optim.Optimizer,
     step: int,
@@ -151,12 +152,13 @@ DATA_ORDER_FIELDS = ("seed", "batch_size", "samples_per_epoch", "shuffle_buffer"
 
 
 def load_checkpoint(
-    path: Path, model: CLIP, optimizer: torch.optim.Optimizer, config: TrainConfig, procs: Processes
+    path: str, model: CLIP, optimizer: torch.optim.Optimizer, config: TrainConfig, procs: Processes
 ) -> int:
     """Restore model, optimizer and RNG from `path` if it exists; returns the step reached."""
-    if not path.exists():
+    if not storage.exists(path):
         return 0
-    state = torch.load(path, map_location=procs.device, weights_only=True)
+    with storage.open_input(path) as handle:
+        state = torch.load(handle, map_location=procs.device, weights_only=True)
     changed = [k for k in DATA_ORDER_FIELDS if state["config"].get(k) != getattr(config, k)]
     if state["world_size"] != procs.world_size:
         changed.append("world_size")
@@ -230,26 +232,34 @@ def bare_model(net: nn.Module) -> CLIP:
 
 
 class LogWriter:
-    """Appends one JSON line per logging window to `log.jsonl` (rank 0 only)."""
+    """One JSON line per logging window in `log.jsonl` (rank 0 only).
 
-    def __init__(self, path: Path, enabled: bool) -> None:
+    The whole file is rewritten, atomically, at every window: object storage has no
+    append, and the log is small (a line every `log_every` steps).
+    """
+
+    def __init__(self, path: str, enabled: bool) -> None:
         self.path = path
         self.enabled = enabled
         self.window_start = time.monotonic()
         self.losses: list[float] = []
+        self.records: list[dict[str, Any]] = []
 
     def trim(self, step: int) -> float | None:
         """Drop lines logged after `step` (by a run killed before its next checkpoint).
 
         Returns the loss of the last line kept, if any.
         """
-        if not self.enabled or not self.path.exists():
+        if not self.enabled or not storage.exists(self.path):
             return None
-        lines = self.path.read_text().splitlines(keepends=True)
-        kept = [json.loads(line) for line in lines if json.loads(line)["step"] <= step]
-        if len(kept) < len(lines):
-            write_text(self.path, "".join(json.dumps(record) + "\n" for record in kept))
-        return float(kept[-1]["loss"]) if kept else None
+        lines = storage.read_text(self.path).splitlines()
+        self.records = [json.loads(line) for line in lines if json.loads(line)["step"] <= step]
+        if len(self.records) < len(lines):
+            self.write()
+        return float(self.records[-1]["loss"]) if self.records else None
+
+    def write(self) -> None:
+        write_text(self.path, "".join(json.dumps(record) + "\n" for record in self.records))
 
     def add(self, loss: float) -> None:
         self.losses.append(loss)
@@ -260,8 +270,8 @@ class LogWriter:
         seconds = time.monotonic() - self.window_start
         record |= {"loss": loss, "samples_per_second": len(self.losses) * global_batch / seconds}
         if self.enabled:
-            with open(self.path, "a") as handle:
-                handle.write(json.dumps(record) + "\n")
+            self.records.append(record)
+            self.write()
         self.window_start, self.losses = time.monotonic(), []
         return loss
 
@@ -275,7 +285,7 @@ class TrainingRun:
 
     config: TrainConfig
     shards: list[str]
-    out_dir: Path
+    out_dir: str
     procs: Processes
     model: CLIP  # the bare model: checkpoints and evaluation
     net: nn.Module  # what the step calls: the model, or its DDP wrapper
@@ -296,7 +306,7 @@ class TrainingRun:
 
     def checkpoint(self) -> None:
         if self.procs.is_main:
-            path = self.out_dir / CHECKPOINT
+            path = storage.join(self.out_dir, CHECKPOINT)
             save_checkpoint(
                 path, self.model, self.optimizer, self.step, self.steps_per_epoch, self.config
             )
@@ -336,22 +346,22 @@ def run_epoch(run: TrainingRun, log_every: int) -> bool:
 def train(
     config: TrainConfig,
     shards: list[str],
-    out_dir: Path,
-    eval_dir: Path | None = None,
+    out_dir: str | Path,
+    eval_dir: str | Path | None = None,
     *,
     log_every: int = 10,
 ) -> TrainResult:
     """Train a CLIP on `shards` into `out_dir`, resuming from its checkpoint if present."""
-    out_dir = Path(out_dir)
+    out_dir = storage.name(out_dir)
     # 1. processes and seeds: every rank builds the same initial weights
     procs = start_processes(config)
     torch.manual_seed(derive_seed(config.seed, "init"))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    storage.makedirs(out_dir)
     # 2. model and AdamW; the schedule is counted in steps
     model = CLIP(config).to(procs.device)
     optimizer = make_optimizer(model, config)
     # 3. resume: the step reached fixes the epoch and the batch within it
-    step = load_checkpoint(out_dir / CHECKPOINT, model, optimizer, config, procs)
+    step = load_checkpoint(storage.join(out_dir, CHECKPOINT), model, optimizer, config, procs)
     run = TrainingRun(
         config=config,
         shards=list(shards),
@@ -360,7 +370,7 @@ def train(
         model=model,
         net=wrap_for_ranks(model, procs),
         optimizer=optimizer,
-        logger=LogWriter(out_dir / LOG_FILE, procs.is_main),
+        logger=LogWriter(storage.join(out_dir, LOG_FILE), procs.is_main),
         steps_per_epoch=batches_per_epoch(shards, config, procs.world_size),
         step=step,
     )
@@ -385,10 +395,10 @@ def train(
         stopped_early=run.step < run.total_steps,
         world_size=procs.world_size,
     )
-    return finish(run, result, eval_dir or (Path(config.eval_set) if config.eval_set else None))
+    return finish(run, result, eval_dir or config.eval_set or None)
 
 
-def finish(run: TrainingRun, result: TrainResult, eval_dir: Path | None) -> TrainResult:
+def finish(run: TrainingRun, result: TrainResult, eval_dir: str | Path | None) -> TrainResult:
     """Rank 0 evaluates and writes `results.json`; then every rank leaves the group."""
     procs = run.procs
     if procs.is_main:
@@ -397,7 +407,7 @@ def finish(run: TrainingRun, result: TrainResult, eval_dir: Path | None) -> Trai
             result.zero_shot = zero_shot_accuracy(
                 run.model, tokenizer, eval_dir, run.config.image_size, procs.device
             )
-        write_json(run.out_dir / RESULTS, result.to_dict())
+        write_json(storage.join(run.out_dir, RESULTS), result.to_dict())
     if procs.world_size > 1:
         dist.barrier()
         if procs.owns_group:

@@ -1,103 +1,439 @@
-"""Stage 2: curate candidates into the selected pairs, on text alone.
+"""Stage 2: curate candidates into the selected pairs, on text alone, as map/reduce passes.
 
-What is true after each step (per-pair filters commute, so the cheap ones run first and
+What is true after each pass (per-pair filters commute, so the cheap ones run first, and
 language detection, ~1,000x slower than matching, runs once per distinct surviving text):
 
-    candidates                       every (image URL, alt) occurrence the crawl found
-    -> text rules                    captions with > 2 words, > 5 chars, not junk or file names
-    -> exact dedup on uid            one row per (alt, URL)  (if "uid" in curate.dedup_keys)
-    -> query matching                alt contains at least one query entry (MetaCLIP rules)
-    -> language                      alt detected as one of `curate.languages`
-    -> exact dedup on URL, caption   one row per image URL  (the other curate.dedup_keys)
-    -> balancing                     at most ~t pairs per entry; coins from hash(uid, entry, seed)
+    screen (map, one task per candidate part):
+        text rules            captions with > 2 words, > 5 chars, not junk or file names
+        query matching        alt contains at least one query entry (MetaCLIP rules)
+        -> kept rows to an exchange bucketed by a hash of the caption
+    group by caption (reduce, one task per bucket; every row of a caption is in one task):
+        exact dedup on uid    one row per (alt, URL)      (if "uid" in curate.dedup_keys)
+        language              each distinct caption detected once, in its bucket
+        [dedup on caption]    when it is the next of curate.dedup_keys
+    group by URL, then any other dedup key in the order of curate.dedup_keys (reduce):
+        exact dedup           one row per image URL (caption, ...), the smallest uid wins
+        -> per-entry match counts of the survivors; rows to an exchange by uid range
+    counts (a small reduce): c_e summed over buckets, O(entries)
+    select by uid range (reduce, one task per range, with the counts broadcast):
+        balancing             at most ~t pairs per entry; coins from hash(uid, entry, seed)
+        -> curate/selected/range-NNNNN.parquet, each sorted by uid
 
-Every candidate is written to `curate/pairs.parquet`, dropped ones with their reason, so
-the funnel can be recounted and any decision explained; `entry_counts.json` holds the
-per-entry counts balancing used (`matched`) and those it kept (`selected`).
+Every decision is a pure function of the rows sharing a key (a deterministic winner, a
+count) or of one row and the seed, so any number of parts, buckets or workers and either
+executor select exactly the same pairs. Every candidate ends in `curate/selected/` or in
+`curate/dropped/` with its reason; `entry_counts.json` holds the per-entry counts
+balancing used (`matched`) and those it kept (`selected`). Each task leaves a marker with
+its counts in `curate/_work/`, so a killed stage resumes task by task.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections import Counter
-from collections.abc import Iterable
-from pathlib import Path
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from filters.balance import balance, count_entries
-from filters.dedup import dedup
-from filters.language import detect_languages, filter_language
-from filters.matching import QueryMatcher, match_pairs
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from executors import Exchange, Executor, make_executor
+from executors.base import bucket_of
+from filters.balance import EntryIndex, balance_mask, count_matches
+from filters.dedup import RANK_COLUMNS, first_per_key, sort_by_rank
+from filters.language import detect_languages, language_columns
+from filters.matching import cached_matcher, match_captions
 from filters.queries import load_queries
-from filters.text import filter_text
+from filters.text import text_reasons
+from pipeline import storage
 from pipeline.config import PipelineConfig, save_config
 from pipeline.errors import PipelineError
 from pipeline.io import (
+    align,
+    done_info,
     is_done,
     mark_done,
-    read_pairs,
+    read_json,
+    read_parquet,
     remove_stale_temporaries,
     write_json,
-    write_pairs,
+    write_table,
 )
 from pipeline.layout import RunLayout
-from pipeline.record import Pair
-from pipeline.stats import StageStats, Timer, tally
+from pipeline.parts import finished_parts, part_rows
+from pipeline.progress import Progress
+from pipeline.record import PAIR_SCHEMA, uid_range
+from pipeline.stats import StageStats
 
 log = logging.getLogger(__name__)
 
+MIN_BUCKETS = 8  # even a small run spreads its reductions over a few tasks
+# The columns curation reads or writes: what travels through its exchanges (the others are
+# still empty before the image fetch; outputs are written in the whole PAIR_SCHEMA).
+CURATE_SCHEMA = pa.schema(
+    [PAIR_SCHEMA.field(name) for name in (
+        "url", "caption", "page_url", "source", "uid", "page_lang", "drop_reason", "language",
+        "language_score", "matched", "status",
+    )]
+)  # fmt: skip
+SELECTED_ROW_GROUP = 4096  # a shard's fetch task reads only the row groups it needs
+# What a local worker needs, imported once by the fork server.
+WORKER_MODULES = ["pipeline.stages.curate", "filters.language", "filters.matching"]
 
-def queries_path(config: PipelineConfig, layout: RunLayout) -> Path:
+
+# ------------------------------------------------------------------ the plan
+
+
+@dataclass(frozen=True)
+class CuratePlan:
+    """What the passes are and how wide: fixed when the stage first starts, reused on resume."""
+
+    parts: tuple[str, ...]  # candidate parts, in name order
+    buckets: int  # of every keyed reduction
+    ranges: int  # of the selected output (slices of uid space)
+    # The grouping passes: the key rows are grouped by, and the steps run in each group.
+    passes: tuple[tuple[str, tuple[str, ...]], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "parts": list(self.parts),
+            "buckets": self.buckets,
+            "ranges": self.ranges,
+            "passes": [[key, list(steps)] for key, steps in self.passes],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CuratePlan:
+        return cls(
+            parts=tuple(data["parts"]),
+            buckets=int(data["buckets"]),
+            ranges=int(data["ranges"]),
+            passes=tuple((key, tuple(steps)) for key, steps in data["passes"]),
+        )
+
+
+def grouping_passes(dedup_keys: Sequence[str], language: bool) -> list[tuple[str, tuple[str, ...]]]:
+    """The passes for `curate.dedup_keys`: caption first (uid dedup and language live there),
+    then one pass per change of key among the other dedup keys, in their order."""
+    first = [*(["uid"] if "uid" in dedup_keys else []), *(["language"] if language else [])]
+    passes: list[tuple[str, list[str]]] = [("caption", first)]
+    for key in (k for k in dedup_keys if k != "uid"):
+        if key == passes[-1][0]:
+            passes[-1][1].append(key)
+        else:
+            passes.append((key, [key]))
+    return [(key, tuple(steps)) for key, steps in passes]
+
+
+def make_plan(config: PipelineConfig, layout: RunLayout) -> CuratePlan:
+    parts = tuple(finished_parts(layout.candidates))
+    rows = sum(part_rows(p) for p in parts)
+    width = max(MIN_BUCKETS, math.ceil(rows / config.part_rows))
+    passes = grouping_passes(config.curate.dedup_keys, config.curate.language_engine != "none")
+    return CuratePlan(parts=parts, buckets=width, ranges=width, passes=tuple(passes))
+
+
+def load_plan(config: PipelineConfig, layout: RunLayout) -> CuratePlan:
+    """The plan saved by an earlier (killed) run of this stage, or a new one, saved."""
+    path = storage.join(layout.curate_work, "plan.json")
+    if storage.exists(path):
+        return CuratePlan.from_dict(read_json(path))
+    plan = make_plan(config, layout)
+    write_json(path, plan.to_dict())
+    return plan
+
+
+# ------------------------------------------------------------------ what every task knows
+
+
+@dataclass(frozen=True)
+class CurateJob:
+    """Everything a task needs, pickled to whichever worker runs it."""
+
+    config: PipelineConfig
+    root: str
+    queries: str
+    plan: CuratePlan
+
+    @property
+    def layout(self) -> RunLayout:
+        return RunLayout(self.root)
+
+    @property
+    def work(self) -> str:
+        return self.layout.curate_work
+
+    def exchange(self, index: int) -> Exchange:
+        """Exchange `index` feeds grouping pass `index`; the one after the last feeds the
+        selection by uid range."""
+        width = self.plan.ranges if index == len(self.plan.passes) else self.plan.buckets
+        return Exchange(storage.join(self.work, f"exchange-{index}"), width, CURATE_SCHEMA)
+
+    def counts_file(self, kind: str, task: int | None = None) -> str:
+        name = f"{kind}.npy" if task is None else f"{kind}-{task:05d}.npy"
+        return storage.join(self.work, "counts", name)
+
+
+@functools.lru_cache(maxsize=4)
+def entry_index(queries: str) -> EntryIndex:
+    """The query entries by id, built once per process."""
+    return EntryIndex(load_queries(queries))
+
+
+def drop_rows(
+    table: pa.Table, keep: np.ndarray, reason: str | pa.Array
+) -> tuple[pa.Table, pa.Table]:
+    """(kept rows, the other rows with `drop_reason` set to `reason`)."""
+    if keep.all():
+        return table, table.schema.empty_table()
+    mask = pa.array(keep, type=pa.bool_())
+    dropped = table.filter(pc.invert(mask))
+    if isinstance(reason, str):
+        reasons: pa.Array = pa.array([reason] * dropped.num_rows, type=pa.string())
+    else:
+        reasons = reason.filter(pc.invert(mask))
+    column = dropped.schema.get_field_index("drop_reason")
+    return table.filter(mask), dropped.set_column(column, "drop_reason", reasons)
+
+
+def drop_counts(table: pa.Table) -> dict[str, int]:
+    if not table.num_rows:
+        return {}
+    counts = pc.value_counts(table.column("drop_reason").combine_chunks())
+    return {str(c["values"]): int(c["counts"]) for c in counts.to_pylist()}
+
+
+def save_dropped(job: CurateJob, name: str, tables: list[pa.Table]) -> dict[str, int]:
+    """Write a task's dropped rows (if any) to `curate/dropped/<name>.parquet`, in rank
+    order (the rows came in whatever order the executor delivered); count them."""
+    found = [align(t) for t in tables if t.num_rows]
+    if not found:
+        return {}
+    dropped = sort_by_rank(pa.concat_tables(found), (*RANK_COLUMNS, "drop_reason"))
+    write_table(storage.join(job.layout.dropped, f"{name}.parquet"), dropped)
+    return drop_counts(dropped)
+
+
+# ------------------------------------------------------------------ the passes
+
+
+def screen_part(job: CurateJob, index: int) -> dict[str, Any]:
+    """Map: text rules and matching over one candidate part; survivors to exchange 0."""
+    name = f"screen-{index:05d}"
+    if is_done(job.work, name):
+        return done_info(job.work, name)
+    table = align(read_parquet(job.plan.parts[index]), CURATE_SCHEMA)
+    seen = table.num_rows
+    prior = table.column("drop_reason").is_null()
+    table, already = table.filter(prior), table.filter(pc.invert(prior))
+    reasons = text_reasons(table.column("caption"), job.config.curate)
+    table, by_text = drop_rows(table, reasons.is_null().to_numpy(zero_copy_only=False), reasons)
+    matched = match_captions(table.column("caption"), cached_matcher(job.queries))
+    table = table.set_column(table.schema.get_field_index("matched"), "matched", matched)
+    any_match = pc.greater(pc.list_value_length(matched), 0).to_numpy(zero_copy_only=False)
+    table, by_match = drop_rows(table, any_match, "match:no_entry")
+    exchange = job.exchange(0)
+    exchange.write(name, table, bucket_of(table.column("caption"), exchange.buckets))
+    info = {"seen": seen, "passed": table.num_rows}
+    info["dropped"] = save_dropped(job, name, [already, by_text, by_match])
+    mark_done(job.work, name, info)
+    return info
+
+
+def group_bucket(job: CurateJob, index: int, bucket: int, rows: pa.Table) -> dict[str, Any]:
+    """Reduce: grouping pass `index` over every row of one bucket of its key."""
+    name = f"pass{index}-{bucket:05d}"
+    if is_done(job.work, name):
+        return done_info(job.work, name)
+    table = rows  # in any order: every step below decides by key and rank alone
+    dropped: list[pa.Table] = []
+    counts: dict[str, int] = {}
+    for step in job.plan.passes[index][1]:
+        if step == "language":
+            started = time.perf_counter()
+            table, lost = language_step(table, job)
+            counts["language_ms"] = round(1000 * (time.perf_counter() - started))
+            counts["language_texts"] = int(pc.count_distinct(table.column("caption")).as_py()) + (
+                int(pc.count_distinct(lost.column("caption")).as_py()) if lost.num_rows else 0
+            )
+        else:
+            table, lost = drop_rows(table, first_per_key(table, step), f"dedup:{step}")
+        dropped.append(lost)
+    last = index + 1 == len(job.plan.passes)
+    following = job.exchange(index + 1)
+    if last:
+        keys = uid_range(table.column("uid"), following.buckets)
+        matched = count_matches(table.column("matched").combine_chunks(), entry_index(job.queries))
+        save_counts(job.counts_file("matched", bucket), matched)
+    else:
+        keys = bucket_of(table.column(job.plan.passes[index + 1][0]), following.buckets)
+    following.write(name, table, keys)
+    info = {"passed": table.num_rows, "dropped": save_dropped(job, name, dropped), "counts": counts}
+    mark_done(job.work, name, info)
+    return info
+
+
+def language_step(table: pa.Table, job: CurateJob) -> tuple[pa.Table, pa.Table]:
+    """Detect each distinct caption of the bucket once; annotate and filter every row."""
+    captions = table.column("caption")
+    distinct = sorted(set(pc.unique(captions).to_pylist()))
+    detections = detect_languages(distinct, workers=1)
+    languages, scores, reasons = language_columns(captions, detections, job.config.curate)
+    table = table.set_column(table.schema.get_field_index("language"), "language", languages)
+    column = table.schema.get_field_index("language_score")
+    table = table.set_column(column, "language_score", scores)
+    return drop_rows(table, reasons.is_null().to_numpy(zero_copy_only=False), reasons)
+
+
+def select_range(job: CurateJob, bucket: int, rows: pa.Table) -> dict[str, Any]:
+    """Reduce: balance one uid range with the broadcast counts; write it sorted by uid."""
+    name = f"select-{bucket:05d}"
+    if is_done(job.work, name):
+        return done_info(job.work, name)
+    table = sort_by_rank(rows, ("uid",))  # uids are distinct after uid dedup
+    index = entry_index(job.queries)
+    counts = load_counts(job.counts_file("matched"))
+    cfg = job.config.curate
+    keep = balance_mask(
+        table.column("uid"), table.column("matched").combine_chunks(), counts, index,
+        cfg.balance_threshold, job.config.seed,
+    )  # fmt: skip
+    table, lost = drop_rows(table, keep, "balance:over_threshold")
+    location = storage.join(job.layout.selected, f"range-{bucket:05d}.parquet")
+    write_table(location, align(table), row_group_size=SELECTED_ROW_GROUP)
+    selected = count_matches(table.column("matched").combine_chunks(), index)
+    save_counts(job.counts_file("selected", bucket), selected)
+    info = {"kept": table.num_rows, "dropped": save_dropped(job, name, [lost])}
+    mark_done(job.work, name, info)
+    return info
+
+
+def save_counts(location: str, counts: np.ndarray) -> None:
+    with storage.atomic_path(location) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, counts)
+
+
+def load_counts(location: str) -> np.ndarray:
+    with storage.open_input(location) as handle:
+        counts: np.ndarray = np.load(handle)
+    return counts
+
+
+def sum_counts(job: CurateJob, kind: str, tasks: int) -> np.ndarray:
+    """The small reduce: per-entry counts summed over tasks (memory O(entries))."""
+    total = np.zeros(len(entry_index(job.queries)), dtype=np.int64)
+    for task in range(tasks):
+        location = job.counts_file(kind, task)
+        if storage.exists(location):
+            total += load_counts(location)
+    return total
+
+
+# ------------------------------------------------------------------ the stage
+
+
+def queries_path(config: PipelineConfig, layout: RunLayout) -> str:
     if config.curate.queries:
-        return Path(config.curate.queries)
-    if layout.sandbox_queries.exists():
+        return config.curate.queries
+    if storage.exists(layout.sandbox_queries):
         return layout.sandbox_queries
     raise PipelineError("no query list: set curate.queries to a file of entries, one per line")
 
 
-def curate(
-    pairs: Iterable[Pair], config: PipelineConfig, entries: list[str]
-) -> tuple[list[Pair], Counter[str]]:
-    """The curation steps in order: every pair (dropped ones with their reason), and the
-    per-entry match counts balancing used."""
-    cfg = config.curate
-    # Pairs with the same uid share alt and URL, so every filter treats them alike: dedup on
-    # uid can go first. URL or caption dedup picks a winner among different pairs, so it
-    # waits until the filters have spoken.
-    early = tuple(k for k in cfg.dedup_keys if k == "uid")
-    late = tuple(k for k in cfg.dedup_keys if k != "uid")
-    stream = list(filter_text(pairs, cfg))
-    stream = list(dedup(stream, keys=early))
-    stream = list(match_pairs(stream, QueryMatcher(entries)))
-    texts = {p.caption for p in stream if p.kept}
-    detections = detect_languages(sorted(texts), workers=cfg.workers)
-    stream = list(filter_language(stream, cfg, detections))
-    stream = list(dedup(stream, keys=late))
-    counts = count_entries(p for p in stream if p.kept)
-    return list(balance(stream, counts, cfg.balance_threshold, config.seed)), counts
+def run_tasks(
+    executor: Executor,
+    progress: Progress,
+    calls: Callable[[], Any],
+) -> list[dict[str, Any]]:
+    """Drain an executor's results into the progress display; results by task position."""
+    results: dict[int, dict[str, Any]] = {}
+    for position, info in calls():
+        results[position] = info
+        dropped = sum(info.get("dropped", {}).values())
+        progress.part_done(rows=int(info.get("seen", info.get("passed", 0))), dropped=dropped)
+    return [results[k] for k in sorted(results)]
 
 
-def run_curate(config: PipelineConfig) -> StageStats:
+def run_passes(job: CurateJob, executor: Executor, quiet: bool = False) -> list[dict[str, Any]]:
+    """Every pass in order; returns every task's counts (from its marker when resumed)."""
+    plan = job.plan
+    infos: list[dict[str, Any]] = []
+    with Progress("curate", "screen", len(plan.parts), quiet) as progress:
+        task = functools.partial(screen_part, job)
+        parts = list(range(len(plan.parts)))
+        infos += run_tasks(executor, progress, functools.partial(executor.map, task, parts))
+    for index, (key, _steps) in enumerate(plan.passes):
+        with Progress("curate", f"group by {key}", plan.buckets, quiet) as progress:
+            reduce_fn = functools.partial(group_bucket, job, index)
+            buckets = list(range(plan.buckets))
+            calls = functools.partial(executor.reduce, job.exchange(index), reduce_fn, buckets)
+            infos += run_tasks(executor, progress, calls)
+    save_counts(job.counts_file("matched"), sum_counts(job, "matched", plan.buckets))
+    with Progress("curate", "balance", plan.ranges, quiet) as progress:
+        select = functools.partial(select_range, job)
+        ranges = list(range(plan.ranges))
+        exchange = job.exchange(len(plan.passes))
+        infos += run_tasks(
+            executor, progress, functools.partial(executor.reduce, exchange, select, ranges)
+        )
+    return infos
+
+
+def curate_stats(infos: list[dict[str, Any]]) -> StageStats:
+    stats = StageStats("curate")
+    for info in infos:
+        stats.seen += int(info.get("seen", 0))
+        stats.kept += int(info.get("kept", 0))
+        stats.dropped.update(info.get("dropped", {}))
+        stats.counts.update(info.get("counts", {}))
+    return stats
+
+
+def entry_count_table(entries: Sequence[str], counts: np.ndarray) -> dict[str, int]:
+    """{entry: count} for the entries seen, most frequent first (ties by entry)."""
+    seen = [int(i) for i in np.flatnonzero(counts)]
+    order = sorted(seen, key=lambda i: (-int(counts[i]), entries[i]))
+    return {entries[i]: int(counts[i]) for i in order}
+
+
+def run_curate(config: PipelineConfig, quiet: bool = False) -> StageStats:
     layout = RunLayout(config.root)
     if is_done(layout.curate_dir, "curate"):
         log.info("curate: already done in %s", layout.curate_dir)
         return StageStats.load(layout.stats_file("curate"))
     if not is_done(layout.crawl_dir, "crawl"):
         raise PipelineError(f"no finished crawl in {layout.crawl_dir}: run the crawl first")
-    entries = load_queries(queries_path(config, layout))
-    stats = StageStats("curate")
+    queries = queries_path(config, layout)
+    entries = load_queries(queries)
     remove_stale_temporaries(layout.curate_dir)
-    with Timer() as timer:
-        pairs, matched = curate(read_pairs(layout.candidates), config, entries)
-        pairs = list(tally(pairs, stats))
-        kept = [p for p in pairs if p.kept]
-        counts = count_entries(kept)
-        write_pairs(layout.curated, pairs)
-        entry_counts = {"matched": dict(matched.most_common()), "selected": dict(counts)}
-        write_json(layout.curate_dir / "entry_counts.json", entry_counts)
-    stats.seconds = timer.seconds
+    started = time.perf_counter()
+    job = CurateJob(config, layout.root, queries, load_plan(config, layout))
+    executor = make_executor(
+        config.executor.kind, config.executor.workers, config.executor.ray_address,
+        preload=WORKER_MODULES,
+    )  # fmt: skip
+    with executor:
+        stats = curate_stats(run_passes(job, executor, quiet))
+    matched = load_counts(job.counts_file("matched"))
+    selected = sum_counts(job, "selected", job.plan.ranges)
+    write_json(
+        storage.join(layout.curate_dir, "entry_counts.json"),
+        {
+            "matched": entry_count_table(entries, matched),
+            "selected": entry_count_table(entries, selected),
+        },
+    )
+    stats.seconds = time.perf_counter() - started
     stats.count("query_entries", len(entries))
-    stats.count("entries_matched", len(counts))
+    stats.count("entries_matched", int(np.count_nonzero(selected)))
+    stats.count("parts", len(job.plan.parts))
+    stats.count("buckets", job.plan.buckets)
     stats.save(layout.stats_file("curate"))
-    save_config(config, layout.curate_dir / "config.toml")
-    mark_done(layout.curate_dir, "curate", {"selected": len(kept)})
+    save_config(config, storage.join(layout.curate_dir, "config.toml"))
+    mark_done(layout.curate_dir, "curate", {"selected": stats.kept})
+    storage.remove_tree(layout.curate_work)
     return stats

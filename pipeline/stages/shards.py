@@ -1,19 +1,26 @@
-"""Stage 3: fetch the selected images and write webdataset shards.
+"""Stage 3: fetch the selected images and write webdataset shards, part by part.
 
-Three resumable passes, each leaving markers so a killed run picks up where it stopped:
+The selected pairs come from curation as uid ranges, each sorted by uid; read in range
+order they are the global uid order, and shard N is rows [N x samples_per_shard, (N+1) x
+samples_per_shard) of it. So the plan is a function of the selection alone: any number of
+workers, either executor, writes the same pair to the same shard at the same index.
 
-    1. fetch + process, one part per future shard: selected pairs, split by `plan_shards`
-       (sorted uids, so any number of workers makes the same parts), are downloaded
-       asynchronously, as one stream over the unfinished parts, while a process pool
-       decodes, resizes, encodes and hashes them; image rules are applied; once a part
-       has all its rows, `images/part-NNNNN.parquet` gets them in uid order, each with
-       its encoded image.
-    2. image dedup, global: exact (sha256) then near-duplicate (pHash, Hamming <= radius)
-       over the hash columns of all parts; every decision is a deterministic function of
-       the rows, not of their order.
-    3. write: part N becomes shard N (`NNNNN.tar` + `.parquet` with every row, failures
-       included, + `_stats.json`), shards written in parallel by the process pool; then
-       `sizes.json` and `manifest.json`.
+    1. fetch (map, one task per shard): the shard's rows are downloaded asynchronously
+       while a few threads decode, resize, encode and hash them (Pillow releases the GIL);
+       image rules are applied; `images/part-NNNNN.parquet` gets the rows in uid order,
+       each with its encoded image, then its marker.
+    2. image dedup, as keyed reductions over the hash columns of the staged parts:
+       exact (sha256: the smallest uid of a digest wins), then near-duplicates (pHash
+       within `near_dup_radius`): every code goes to the buckets of its bands, each
+       bucket reports the pairs within the radius, and the greedy pass over those pairs
+       alone (uid order: a pair is dropped when a kept pair with a smaller uid is near
+       it) decides. No step needs all hashes in one process.
+    3. write (one task per shard): part N, with its dedup decisions, becomes shard N
+       (`NNNNN.tar` + `.parquet` with every row + `_stats.json`); then `sizes.json` and
+       `manifest.json`. The staged parts are removed once every shard is written.
+
+`--retry-failed` (`run_retry_failed`) refetches the rows an earlier run recorded as
+failed_to_download and rewrites only the shards that hold them.
 """
 
 from __future__ import annotations
@@ -21,92 +28,187 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import functools
 import logging
-import multiprocessing
-import os
-import threading
+import math
+import tarfile
 import time
 from collections.abc import Iterable
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
 
 from crawlers.images import fetch_images
-from filters.dedup import dedup_images
+from executors import Exchange, Executor, make_executor
+from executors.base import bucket_of
+from filters.dedup import first_per_key
 from filters.image_rules import image_rules
-from filters.neardup import remove_near_duplicates
+from filters.neardup import band_keys, greedy_drops, near_pairs
+from pipeline import storage
 from pipeline.config import PipelineConfig, ShardsConfig, save_config
 from pipeline.errors import PipelineError
 from pipeline.io import (
-    atomic_path,
+    align,
+    done_info,
     is_done,
     mark_done,
+    read_json,
     read_pairs,
+    read_parquet,
     remove_stale_temporaries,
+    write_json,
+    write_table,
 )
 from pipeline.layout import RunLayout
+from pipeline.parts import part_rows, read_rows
+from pipeline.progress import Progress
 from pipeline.record import (
     PAIR_SCHEMA,
+    STATUS_CANDIDATE,
+    STATUS_FAILED_DOWNLOAD,
     STATUS_SUCCESS,
     Pair,
     pairs_to_table,
     table_to_pairs,
 )
 from pipeline.stages.web import sandbox_if_recorded
-from pipeline.stats import StageStats, Timer, tally
-from shards.images import ProcessedImage, process_or_fail
-from shards.layout import plan_shards, write_manifest, write_sizes_json
+from pipeline.stats import StageStats, tally
+from shards.images import SAVE_FORMATS, ProcessedImage, process_or_fail
+from shards.layout import (
+    completed_shards,
+    parquet_path,
+    tar_path,
+    write_manifest,
+    write_sizes_json,
+)
 from shards.writer import write_shard
 
 log = logging.getLogger(__name__)
 
 IMAGE_COLUMN = "image"
 STAGED_SCHEMA = PAIR_SCHEMA.append(pa.field(IMAGE_COLUMN, pa.binary()))
+# Images are ranked by (generation, uid): 0 for a run's own images, 1 for images a retry
+# fetched later, so a retried image never displaces one already in a shard.
+HASH_SCHEMA = pa.schema(
+    [("uid", pa.string()), ("shard", pa.int32()), ("generation", pa.int8()),
+     ("sha256", pa.string()), ("phash", pa.uint64())]
+)  # fmt: skip
+NODE_COLUMNS = ["uid", "shard", "generation"]
+IMAGE_RANK = ("generation", "uid")
+BAND_SCHEMA = pa.schema(
+    [("band", pa.int64()), ("value", pa.uint64()), ("uid", pa.string()), ("shard", pa.int32()),
+     ("generation", pa.int8()), ("phash", pa.uint64())]
+)  # fmt: skip
+DECISION_SCHEMA = pa.schema([("uid", pa.string()), ("shard", pa.int32()), ("reason", pa.string())])
+# What a worker needs, imported once by the fork server rather than by every worker
+# (imagehash imports scipy.fftpack on its first hash).
+WORKER_MODULES = ["pipeline.stages.shards", "scipy.fftpack"]
 
 
 def part_name(part: int) -> str:
     return f"part-{part:05d}"
 
 
-# What a worker needs, imported once by the fork server rather than by every worker
-# (imagehash imports scipy.fftpack on its first hash).
-WORKER_MODULES = ["pipeline.stages.shards", "scipy.fftpack"]
-WATCH_SECONDS = 1.0  # how often a worker checks that the stage is still alive
+# ------------------------------------------------------------------ the plan
 
 
-# ------------------------------------------------------------- pass 1: fetch + process
+@dataclass(frozen=True)
+class ShardPlan:
+    """Which rows of which selected range each shard holds."""
+
+    ranges: tuple[str, ...]  # curate/selected/range-*.parquet, in uid order
+    offsets: tuple[int, ...]  # global index of each range's first row; then the total
+    samples_per_shard: int
+
+    @property
+    def rows(self) -> int:
+        return self.offsets[-1]
+
+    @property
+    def shards(self) -> int:
+        return math.ceil(self.rows / self.samples_per_shard)
+
+    def slices(self, shard: int) -> list[tuple[str, int, int]]:
+        """(range file, first row, end row) of every range holding rows of `shard`."""
+        start = shard * self.samples_per_shard
+        stop = min(start + self.samples_per_shard, self.rows)
+        found = []
+        for index, location in enumerate(self.ranges):
+            first, end = self.offsets[index], self.offsets[index + 1]
+            if first < stop and end > start:
+                found.append((location, max(start, first) - first, min(stop, end) - first))
+        return found
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ranges": list(self.ranges),
+            "offsets": list(self.offsets),
+            "samples_per_shard": self.samples_per_shard,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ShardPlan:
+        return cls(tuple(data["ranges"]), tuple(data["offsets"]), int(data["samples_per_shard"]))
 
 
-def worker_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
-    """Processes forked from a server that has already imported the stage and its libraries.
-
-    Not `fork`: the sandbox may be serving from a thread of this process. Not `spawn`:
-    every spawned worker would import its modules again (about half a second each).
-    """
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(WORKER_MODULES)
-    return concurrent.futures.ProcessPoolExecutor(
-        workers, mp_context=context, initializer=exit_with, initargs=(os.getpid(),)
-    )
+def make_plan(layout: RunLayout, samples_per_shard: int) -> ShardPlan:
+    if not is_done(layout.curate_dir, "curate"):
+        raise PipelineError(f"no finished curation in {layout.curate_dir}: run curate first")
+    ranges = storage.list_files(layout.selected, ".parquet")
+    offsets = [0]
+    for location in ranges:
+        offsets.append(offsets[-1] + part_rows(location))
+    return ShardPlan(tuple(ranges), tuple(offsets), samples_per_shard)
 
 
-def exit_with(stage_pid: int) -> None:
-    """In a worker: exit once the stage's process is gone (say, killed with SIGKILL).
+def load_plan(layout: RunLayout, samples_per_shard: int) -> ShardPlan:
+    path = storage.join(layout.shards_work, "plan.json")
+    if storage.exists(path):
+        return ShardPlan.from_dict(read_json(path))
+    plan = make_plan(layout, samples_per_shard)
+    write_json(path, plan.to_dict())
+    return plan
 
-    A pool worker waits on its task queue forever, so without this a killed stage would
-    leave its workers behind.
-    """
 
-    def watch() -> None:
-        while True:
-            time.sleep(WATCH_SECONDS)
-            try:
-                os.kill(stage_pid, 0)
-            except ProcessLookupError:
-                os._exit(1)
+@dataclass(frozen=True)
+class ShardsJob:
+    """Everything a task needs, pickled to whichever worker runs it."""
 
-    threading.Thread(target=watch, name="exit-with-stage", daemon=True).start()
+    config: ShardsConfig
+    root: str
+    plan: ShardPlan
+    buckets: int  # of the dedup reductions
+
+    @property
+    def layout(self) -> RunLayout:
+        return RunLayout(self.root)
+
+    @property
+    def work(self) -> str:
+        return self.layout.shards_work
+
+    def staged(self, shard: int) -> str:
+        return storage.join(self.layout.images_dir, f"{part_name(shard)}.parquet")
+
+    def exchange(self, name: str, schema: pa.Schema, buckets: int | None = None) -> Exchange:
+        root = storage.join(self.work, f"exchange-{name}")
+        return Exchange(root, self.buckets if buckets is None else buckets, schema)
+
+    def decisions(self) -> Exchange:
+        return self.exchange("decisions", DECISION_SCHEMA, max(1, self.plan.shards))
+
+
+# ------------------------------------------------------------------ pass 1: fetch + process
+
+
+def shard_pairs(plan: ShardPlan, shard: int) -> list[Pair]:
+    tables = [
+        align(read_rows(location, start, stop)) for location, start, stop in plan.slices(shard)
+    ]
+    return [p for table in tables for p in table_to_pairs(table)]
 
 
 def processed(
@@ -119,134 +221,200 @@ def processed(
     return image_rules(image.annotate(pair), config), image.data
 
 
-class PartCollector:
-    """Gathers rows by part as they arrive; a part is staged (in a thread) once complete."""
+async def fetch_and_process(
+    pairs: list[Pair], config: ShardsConfig, stats: StageStats
+) -> list[tuple[Pair, bytes | None]]:
+    """Download every pair's image while `config.threads` threads process the bytes."""
+    loop = asyncio.get_running_loop()
+    slots = asyncio.Semaphore(4 * config.threads)  # bytes waiting for a thread, bounded
+    results: list[tuple[Pair, bytes | None]] = []
+    running: set[asyncio.Task[None]] = set()
+    with concurrent.futures.ThreadPoolExecutor(config.threads, "process-image") as threads:
 
-    def __init__(self, plan: list[list[Pair]], pending: list[int], folder: Path) -> None:
-        self.folder = folder
-        self.sizes = {part: len(plan[part]) for part in pending}
-        self.part_of = {pair.uid: part for part in pending for pair in plan[part]}
-        self.rows: dict[int, list[tuple[Pair, bytes | None]]] = {part: [] for part in pending}
-        self.writes: list[asyncio.Task[None]] = []
+        async def process(pair: Pair, data: bytes) -> None:
+            try:
+                outcome = await loop.run_in_executor(threads, process_or_fail, data, config)
+            finally:
+                slots.release()
+            results.append(processed(pair, outcome, config))
 
-    def add(self, pair: Pair, data: bytes | None) -> None:
-        part = self.part_of[pair.uid]
-        rows = self.rows[part]
-        rows.append((pair, data))
-        if len(rows) == self.sizes[part]:
-            del self.rows[part]
-            write = asyncio.to_thread(stage_part, self.folder, part, rows)
-            self.writes.append(asyncio.create_task(write))
-
-    async def drain(self) -> None:
-        """Wait for the parts being written; fail if a part is still missing rows."""
-        await asyncio.gather(*self.writes)
-        if self.rows:
-            raise RuntimeError(f"parts {sorted(self.rows)} did not get all their rows")
+        async for pair, data in fetch_images(pairs, config, stats):
+            if data is None or pair.status != STATUS_SUCCESS:
+                results.append((pair, None))
+                continue
+            await slots.acquire()
+            task = asyncio.create_task(process(pair, data))
+            running.add(task)
+            task.add_done_callback(running.discard)
+        await asyncio.gather(*running)
+    return results
 
 
 def staged_table(results: list[tuple[Pair, bytes | None]]) -> pa.Table:
+    results = sorted(results, key=lambda item: item[0].uid)
     table = pairs_to_table(pair for pair, _ in results)
     images = pa.array([data for _, data in results], type=pa.binary())
     return table.append_column(IMAGE_COLUMN, images)
 
 
-def write_staged(path: Path, table: pa.Table) -> None:
-    """Write a staged part atomically; the encoded images are stored, not recompressed."""
-    codecs = {name: "zstd" for name in table.column_names}
-    codecs[IMAGE_COLUMN] = "none"
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression=codecs)
+def fetch_part(job: ShardsJob, shard: int) -> dict[str, Any]:
+    """One task: fetch, process and stage the images of shard `shard` (resumable)."""
+    folder = job.layout.images_dir
+    name = part_name(shard)
+    if is_done(folder, name):
+        return done_info(folder, name)
+    pairs = shard_pairs(job.plan, shard)
+    stats = StageStats("fetch")
+    results = asyncio.run(fetch_and_process(pairs, job.config, stats))
+    if len(results) != len(pairs):
+        raise RuntimeError(f"shard {shard}: {len(results)} of {len(pairs)} rows came back")
+    # The encoded images are stored, not recompressed.
+    codecs = {field.name: "zstd" for field in PAIR_SCHEMA} | {IMAGE_COLUMN: "none"}
+    write_table(job.staged(shard), staged_table(results), compression=codecs)
+    info = {"rows": len(results), "fetch": stats.to_dict()}
+    mark_done(folder, name, info)
+    return info
 
 
-def stage_part(folder: Path, part: int, rows: list[tuple[Pair, bytes | None]]) -> None:
-    """Write a complete part, its rows in uid order, then its marker."""
-    rows.sort(key=lambda item: item[0].uid)
-    write_staged(folder / f"{part_name(part)}.parquet", staged_table(rows))
-    mark_done(folder, part_name(part), {"rows": len(rows)})
-    log.info("shards: fetched part %d (%d images)", part, len(rows))
+# ------------------------------------------------------------------ pass 2: image dedup
 
 
-async def fetch_pending(
-    plan: list[list[Pair]],
-    pending: list[int],
-    config: ShardsConfig,
-    folder: Path,
-    stats: StageStats,
-    pool: concurrent.futures.Executor,
-) -> None:
-    """Download the pending parts' images as one stream while the pool processes them.
-
-    One stream, one session, no pause between parts: each part is staged as soon as its
-    last row arrives, while the next part's images are already downloading.
-    """
-    loop = asyncio.get_running_loop()
-    slots = asyncio.Semaphore(4 * max(1, config.workers))
-    collector = PartCollector(plan, pending, folder)
-    running: set[asyncio.Task[None]] = set()
-
-    async def process(pair: Pair, data: bytes) -> None:
-        try:
-            outcome = await loop.run_in_executor(pool, process_or_fail, data, config)
-        finally:
-            slots.release()
-        collector.add(*processed(pair, outcome, config))
-
-    pairs = (pair for part in pending for pair in plan[part])
-    async for pair, data in fetch_images(pairs, config, stats):
-        if data is None or pair.status != STATUS_SUCCESS:
-            collector.add(pair, None)
-            continue
-        await slots.acquire()
-        raise_failure(running)
-        running.add(asyncio.create_task(process(pair, data)))
-    await asyncio.gather(*running)
-    await collector.drain()
+def kept_hashes(table: pa.Table, shard: int, generation: int) -> pa.Table:
+    """The rows of shard `shard` still kept after download and image rules, with hashes."""
+    kept = pc.and_(
+        table.column("drop_reason").is_null(), pc.equal(table.column("status"), STATUS_SUCCESS)
+    )
+    kept = table.filter(pc.and_(kept, table.column("sha256").is_valid()))
+    return pa.table(
+        {
+            "uid": kept.column("uid"),
+            "shard": pa.array([shard] * kept.num_rows, type=pa.int32()),
+            "generation": pa.array([generation] * kept.num_rows, type=pa.int8()),
+            "sha256": kept.column("sha256"),
+            "phash": kept.column("phash"),
+        },
+        schema=HASH_SCHEMA,
+    )
 
 
-def raise_failure(running: set[asyncio.Task[None]]) -> None:
-    """Forget the finished tasks; re-raise the first failure among them (a broken pool)."""
-    done = {task for task in running if task.done()}
-    running.difference_update(done)
-    for task in done:
-        task.result()
+Source = tuple[int, str, int, int]  # (index, file of rows, its shard, its generation)
 
 
-def fetch_parts(
-    plan: list[list[Pair]],
-    config: ShardsConfig,
-    layout: RunLayout,
-    stats: StageStats,
-    pool: concurrent.futures.Executor,
-) -> None:
-    """Fetch and stage every part that has no marker yet."""
-    folder = layout.images_dir
-    pending = [part for part in range(len(plan)) if not is_done(folder, part_name(part))]
-    if pending:
-        asyncio.run(fetch_pending(plan, pending, config, folder, stats, pool))
+def spread_hashes(job: ShardsJob, source: Source) -> dict[str, Any]:
+    """Map: the kept hashes of one file of rows (a staged part, or a written shard's
+    parquet when retrying) into the sha256 exchange."""
+    index, location, shard, generation = source
+    name = f"hashes-{index:05d}"
+    if not is_done(job.work, name):
+        table = align(read_parquet(location, columns=HASH_SOURCE_COLUMNS))
+        hashes = kept_hashes(table, shard, generation)
+        exchange = job.exchange("sha256", HASH_SCHEMA)
+        exchange.write(name, hashes, bucket_of(hashes.column("sha256"), exchange.buckets))
+        mark_done(job.work, name, {"rows": hashes.num_rows})
+    return done_info(job.work, name)
 
 
-# ------------------------------------------------------------- pass 2: image dedup
+def decisions_table(table: pa.Table, reason: str) -> pa.Table:
+    reasons = pa.array([reason] * table.num_rows, type=pa.string())
+    return pa.table({"uid": table.column("uid"), "shard": table.column("shard"), "reason": reasons})
 
 
-def read_staged_pairs(layout: RunLayout, parts: int) -> list[Pair]:
-    columns = [f.name for f in PAIR_SCHEMA]
-    pairs: list[Pair] = []
-    for part in range(parts):
-        path = layout.images_dir / f"{part_name(part)}.parquet"
-        pairs += table_to_pairs(pq.read_table(path, columns=columns))
-    return pairs
+HASH_SOURCE_COLUMNS = ["uid", "status", "drop_reason", "sha256", "phash"]
 
 
-def image_dedup_decisions(pairs: Iterable[Pair], radius: int) -> dict[str, str]:
-    """uid -> drop reason for the images that duplicate (exactly or nearly) another."""
-    kept = [p for p in pairs if p.kept]
-    after_exact = list(dedup_images(kept))
-    after_near = list(remove_near_duplicates(after_exact, radius))
-    return {p.uid: p.drop_reason for p in after_near if p.drop_reason is not None}
+def band_rows(table: pa.Table, radius: int) -> pa.Table:
+    """One row per (code, band): what the pHash buckets are keyed by."""
+    codes = table.column("phash").to_numpy(zero_copy_only=False).astype(np.uint64)
+    bands, values, rows = band_keys(codes, radius)
+    index = pa.array(rows)
+    return pa.table(
+        {
+            "band": pa.array(bands, pa.int64()),
+            "value": pa.array(values, pa.uint64()),
+            "uid": table.column("uid").take(index),
+            "shard": table.column("shard").take(index),
+            "generation": table.column("generation").take(index),
+            "phash": table.column("phash").take(index),
+        }
+    )
 
 
-# ------------------------------------------------------------- pass 3: write shards
+def band_bucket(table: pa.Table, buckets: int) -> np.ndarray:
+    keys = pc.binary_join_element_wise(
+        table.column("band").cast(pa.string()), table.column("value").cast(pa.string()), ":"
+    )
+    return bucket_of(keys, buckets)
+
+
+def exact_bucket(job: ShardsJob, bucket: int, rows: pa.Table) -> dict[str, Any]:
+    """Reduce: the smallest uid per sha256 wins; losers are decisions, winners go on to
+    the pHash band exchange."""
+    name = f"sha256-{bucket:05d}"
+    if not is_done(job.work, name):
+        winners = first_per_key(rows, "sha256", rank=IMAGE_RANK)
+        mask = pa.array(winners)
+        losers = rows.filter(pc.invert(mask))
+        job.decisions().write(
+            name, decisions_table(losers, "dedup:sha256"), losers.column("shard").to_numpy()
+        )
+        if job.config.near_dup_radius >= 0:
+            bands = band_rows(rows.filter(mask), job.config.near_dup_radius)
+            exchange = job.exchange("bands", BAND_SCHEMA)
+            exchange.write(name, bands, band_bucket(bands, exchange.buckets))
+        mark_done(job.work, name, {"dropped": {"dedup:sha256": losers.num_rows}})
+    return done_info(job.work, name)
+
+
+EDGE_SCHEMA = pa.schema(
+    [(f"{name}_{end}", HASH_SCHEMA.field(name).type) for end in "ab" for name in NODE_COLUMNS]
+)
+
+
+def near_bucket(job: ShardsJob, bucket: int, rows: pa.Table) -> dict[str, Any]:
+    """Reduce: every pair of distinct images within the radius among one bucket's codes."""
+    name = f"bands-{bucket:05d}"
+    if not is_done(job.work, name):
+        table = rows.group_by([*NODE_COLUMNS, "phash"]).aggregate([])
+        table = table.sort_by([(name, "ascending") for name in IMAGE_RANK])
+        codes = table.column("phash").to_numpy(zero_copy_only=False).astype(np.uint64)
+        pairs = near_pairs(np.arange(len(codes), dtype=np.int64), codes, job.config.near_dup_radius)
+        ends = {"a": pa.array(pairs[:, 0]), "b": pa.array(pairs[:, 1])}
+        edges = pa.table(
+            {f"{n}_{end}": table.column(n).take(ends[end]) for end in "ab" for n in NODE_COLUMNS},
+            schema=EDGE_SCHEMA,
+        )
+        write_table(storage.join(job.work, "edges", f"{name}.parquet"), edges)
+        mark_done(job.work, name, {"edges": edges.num_rows})
+    return done_info(job.work, name)
+
+
+def resolve_near_duplicates(job: ShardsJob) -> int:
+    """The greedy pass over the near pairs alone (memory O(pairs)); returns the drops."""
+    name = "neardup"
+    if is_done(job.work, name):
+        return int(done_info(job.work, name)["dropped"])
+    files = storage.list_files(storage.join(job.work, "edges"), ".parquet")
+    edges = (
+        pa.concat_tables([read_parquet(f) for f in files]) if files else EDGE_SCHEMA.empty_table()
+    )
+    nodes = pa.concat_tables(
+        [pa.table({n: edges.column(f"{n}_{end}") for n in NODE_COLUMNS}) for end in "ab"]
+    )
+    nodes = nodes.group_by(NODE_COLUMNS).aggregate([])
+    nodes = nodes.sort_by([(name, "ascending") for name in IMAGE_RANK])
+    rank_a = pc.index_in(edges.column("uid_a"), value_set=nodes.column("uid")).to_numpy()
+    rank_b = pc.index_in(edges.column("uid_b"), value_set=nodes.column("uid")).to_numpy()
+    pairs = np.unique(np.sort(np.stack([rank_a, rank_b], axis=1), axis=1), axis=0)
+    dropped = greedy_drops(np.arange(nodes.num_rows, dtype=np.int64), pairs)
+    losers = nodes.take(pa.array(dropped))
+    job.decisions().write(
+        name, decisions_table(losers, "neardup:phash"), losers.column("shard").to_numpy()
+    )
+    mark_done(job.work, name, {"dropped": losers.num_rows, "pairs": len(pairs)})
+    return losers.num_rows
+
+
+# ------------------------------------------------------------------ pass 3: write shards
 
 
 def stored_image(pair: Pair, data: bytes, encode_format: str) -> ProcessedImage:
@@ -262,97 +430,279 @@ def stored_image(pair: Pair, data: bytes, encode_format: str) -> ProcessedImage:
     )
 
 
-def shard_samples(
-    part: int, layout: RunLayout, decisions: dict[str, str], config: ShardsConfig
-) -> list[tuple[Pair, ProcessedImage | None]]:
-    """Part `part`'s staged rows with the dedup decisions applied, and their images."""
-    table = pq.read_table(layout.images_dir / f"{part_name(part)}.parquet")
+def write_part_shard(job: ShardsJob, shard: int, decisions: pa.Table) -> dict[str, Any]:
+    """Reduce over the decisions by shard: staged part `shard` becomes shard `shard`."""
+    name = f"write-{shard:05d}"
+    if is_done(job.work, name):
+        return done_info(job.work, name)
+    drops = dict(
+        zip(
+            decisions.column("uid").to_pylist(), decisions.column("reason").to_pylist(), strict=True
+        )
+    )
+    table = read_parquet(job.staged(shard))
     images = table.column(IMAGE_COLUMN).to_pylist()
     samples = []
     for pair, data in zip(table_to_pairs(table.drop([IMAGE_COLUMN])), images, strict=True):
-        if pair.uid in decisions:
-            pair = pair.dropped(decisions[pair.uid])
-        image = stored_image(pair, data, config.encode_format) if pair.kept and data else None
+        if pair.uid in drops:
+            pair = pair.dropped(drops[pair.uid])
+        image = stored_image(pair, data, job.config.encode_format) if pair.kept and data else None
         samples.append((pair, image))
-    return samples
-
-
-def write_part_shard(
-    part: int, layout: RunLayout, decisions: dict[str, str], config: ShardsConfig
-) -> list[Pair]:
-    """Write shard `part` from its staged part (in a worker process); returns its rows."""
-    samples = shard_samples(part, layout, decisions, config)
-    return write_shard(
-        layout.shards_dir, part, samples, config.encode_format, config.samples_per_shard
+    cfg = job.config
+    rows = write_shard(
+        job.layout.shards_dir, shard, samples, cfg.encode_format, cfg.samples_per_shard
     )
+    stats = StageStats("shards")
+    list(tally(rows, stats))
+    info = stats.to_dict()
+    mark_done(job.work, name, info)
+    return info
 
 
-def shard_rows(layout: RunLayout, part: int) -> list[Pair]:
-    return list(read_pairs(layout.shards_dir / f"{part:05d}.parquet"))
+# ------------------------------------------------------------------ the stage
 
 
-def all_shard_rows(
-    plan: list[list[Pair]],
-    layout: RunLayout,
-    decisions: dict[str, str],
-    config: ShardsConfig,
-    pool: concurrent.futures.Executor,
-) -> list[Pair]:
-    """Every shard's rows: read back where the shard is done, else written now by the pool."""
-    rows: list[Pair] = []
-    writing = []
-    for part, pairs in enumerate(plan):
-        if is_done(layout.shards_dir, f"{part:05d}"):
-            rows += shard_rows(layout, part)
-            continue
-        mine = {p.uid: decisions[p.uid] for p in pairs if p.uid in decisions}
-        writing.append(pool.submit(write_part_shard, part, layout, mine, config))
-    for future in writing:
-        rows += future.result()
-    return rows
+def drain(
+    executor_calls: Iterable[tuple[int, dict[str, Any]]], progress: Progress
+) -> list[dict[str, Any]]:
+    results: dict[int, dict[str, Any]] = {}
+    for position, info in executor_calls:
+        results[position] = info
+        progress.part_done(rows=int(info.get("rows", info.get("seen", 0))))
+    return [results[k] for k in sorted(results)]
 
 
-# ------------------------------------------------------------- the stage
+def dedup_images(job: ShardsJob, executor: Executor, sources: list[Source], quiet: bool) -> None:
+    """Exact then near-duplicate image dedup over `sources` (see `spread_hashes`)."""
+    with Progress("shards", "hash exchange", len(sources), quiet) as progress:
+        drain(executor.map(functools.partial(spread_hashes, job), sources), progress)
+    buckets = list(range(job.buckets))
+    with Progress("shards", "exact dedup", job.buckets, quiet) as progress:
+        exchange = job.exchange("sha256", HASH_SCHEMA)
+        drain(executor.reduce(exchange, functools.partial(exact_bucket, job), buckets), progress)
+    with Progress("shards", "near-dup bands", job.buckets, quiet) as progress:
+        exchange = job.exchange("bands", BAND_SCHEMA)
+        drain(executor.reduce(exchange, functools.partial(near_bucket, job), buckets), progress)
+    resolve_near_duplicates(job)
 
 
-def selected_pairs(layout: RunLayout) -> list[Pair]:
-    if not is_done(layout.curate_dir, "curate"):
-        raise PipelineError(f"no finished curation in {layout.curate_dir}: run curate first")
-    return [p for p in read_pairs(layout.curated) if p.kept]
+def run_passes(job: ShardsJob, executor: Executor, quiet: bool) -> list[dict[str, Any]]:
+    """Fetch, dedup and write; returns the download stats of each part and each shard's tally."""
+    shards = list(range(job.plan.shards))
+    with Progress("shards", "fetch", len(shards), quiet) as progress:
+        fetched = drain(executor.map(functools.partial(fetch_part, job), shards), progress)
+    dedup_images(job, executor, [(s, job.staged(s), s, 0) for s in shards], quiet)
+    with Progress("shards", "write", len(shards), quiet) as progress:
+        calls = executor.reduce(job.decisions(), functools.partial(write_part_shard, job), shards)
+        written = drain(calls, progress)
+    return [*({"fetch": f["fetch"]} for f in fetched), *written]
 
 
-def run_shards(config: PipelineConfig) -> StageStats:
+def shards_stats(infos: list[dict[str, Any]]) -> StageStats:
+    stats = StageStats("shards")
+    fetch = StageStats("fetch")  # download outcomes in detail
+    for info in infos:
+        if "fetch" in info:
+            fetch.merge(StageStats.from_dict(info["fetch"]))
+        else:
+            stats.merge(StageStats.from_dict(info))
+    # The rows say failed_to_download; the downloader knows why (http_404, timeout...).
+    for reason, n in fetch.dropped.items():
+        stats.count(f"download:{reason}", n)
+    for name, n in fetch.counts.items():
+        stats.count(f"download_{name}", n)
+    return stats
+
+
+def stage_executor(config: PipelineConfig) -> Executor:
+    return make_executor(
+        config.executor.kind, config.executor.workers, config.executor.ray_address,
+        preload=WORKER_MODULES,
+    )  # fmt: skip
+
+
+def run_shards(config: PipelineConfig, quiet: bool = False) -> StageStats:
     layout = RunLayout(config.root)
     if is_done(layout.shards_dir, "shards"):
         log.info("shards: already done in %s", layout.shards_dir)
         return StageStats.load(layout.stats_file("shards"))
-    selected = {p.uid: p for p in selected_pairs(layout)}
-    plan = [
-        [selected[uid] for uid in uids]
-        for uids in plan_shards(selected, config.shards.samples_per_shard)
-    ]
-    stats = StageStats("shards")
-    fetch_stats = StageStats("fetch")  # download outcomes in detail, for this run's parts
+    plan = load_plan(layout, config.shards.samples_per_shard)
+    if plan.rows == 0:
+        raise PipelineError(
+            "curation selected no pairs, so there is nothing to download: see "
+            f"{layout.stats_file('curate')} for why every candidate was dropped"
+        )
     for folder in (layout.images_dir, layout.shards_dir):
         remove_stale_temporaries(folder)
-    with Timer() as timer, worker_pool(config.shards.workers) as pool:
-        with sandbox_if_recorded(config, layout) as web:
-            cfg = config.shards
-            if web is not None:  # the sandbox is on loopback, refused unless allowed
-                cfg = dataclasses.replace(cfg, allow_private_addresses=True)
-            fetch_parts(plan, cfg, layout, fetch_stats, pool)
-        decisions = image_dedup_decisions(read_staged_pairs(layout, len(plan)), cfg.near_dup_radius)
-        list(tally(all_shard_rows(plan, layout, decisions, cfg, pool), stats))
-        write_sizes_json(layout.shards_dir)
-        write_manifest(layout.shards_dir)
-    stats.seconds = timer.seconds
-    stats.count("shards", len(plan))
-    # The rows say failed_to_download; the downloader knows why (http_404, timeout...).
-    for reason, n in fetch_stats.dropped.items():
-        stats.count(f"download:{reason}", n)
-    for name, n in fetch_stats.counts.items():
-        stats.count(f"download_{name}", n)
+    started = time.perf_counter()
+    with sandbox_if_recorded(config, layout) as web:
+        cfg = config.shards
+        if web is not None:  # the sandbox is on loopback, refused unless allowed
+            cfg = dataclasses.replace(cfg, allow_private_addresses=True)
+        buckets = max(8, math.ceil(plan.rows / config.part_rows))
+        job = ShardsJob(cfg, layout.root, plan, buckets)
+        with stage_executor(config) as executor:
+            stats = shards_stats(run_passes(job, executor, quiet))
+    write_sizes_json(layout.shards_dir)
+    write_manifest(layout.shards_dir)
+    stats.seconds = time.perf_counter() - started
+    stats.count("shards", plan.shards)
+    if stats.kept == 0:
+        log.warning("shards: no sample reached a shard: see the reasons in shards_stats.json")
     stats.save(layout.stats_file("shards"))
-    save_config(config, layout.shards_dir / "config.toml")
-    mark_done(layout.shards_dir, "shards", {"shards": len(plan), "samples": stats.kept})
+    save_config(config, storage.join(layout.shards_dir, "config.toml"))
+    mark_done(layout.shards_dir, "shards", {"shards": plan.shards, "samples": stats.kept})
+    storage.remove_tree(layout.images_dir)
+    storage.remove_tree(layout.shards_work)
+    return stats
+
+
+# ------------------------------------------------------------------ retry the failures
+
+
+def failed_rows(table: pa.Table) -> pa.Array:
+    return pc.equal(table.column("status"), STATUS_FAILED_DOWNLOAD)
+
+
+def refetch_shard(job: ShardsJob, shard: int) -> dict[str, Any]:
+    """One task: fetch again the rows of shard `shard` that failed to download."""
+    folder = job.layout.images_dir
+    name = part_name(shard)
+    if is_done(folder, name):
+        return done_info(folder, name)
+    rows = align(read_parquet(parquet_path(job.layout.shards_dir, shard)))
+    again = [
+        dataclasses.replace(
+            pair, status=STATUS_CANDIDATE, error_message=None, http_status=None, content_type=None
+        )
+        for pair in table_to_pairs(rows.filter(failed_rows(rows)))
+    ]
+    stats = StageStats("fetch")
+    results = asyncio.run(fetch_and_process(again, job.config, stats))
+    codecs = {field.name: "zstd" for field in PAIR_SCHEMA} | {IMAGE_COLUMN: "none"}
+    write_table(job.staged(shard), staged_table(results), compression=codecs)
+    info = {"rows": len(results), "fetch": stats.to_dict()}
+    mark_done(folder, name, info)
+    return info
+
+
+def shard_images(folder: str, shard: int) -> dict[str, bytes]:
+    """The encoded image of every sample in a written shard, by key."""
+    images: dict[str, bytes] = {}
+    with storage.open_input(tar_path(folder, shard)) as handle, tarfile.open(fileobj=handle) as tar:
+        for member in tar:
+            key, _, extension = member.name.rpartition(".")
+            if extension in SAVE_FORMATS:
+                extracted = tar.extractfile(member)
+                assert extracted is not None
+                images[key] = extracted.read()
+    return images
+
+
+def rewrite_shard(job: ShardsJob, shard: int, decisions: pa.Table) -> dict[str, Any]:
+    """Reduce over the decisions by shard: shard `shard` again, its retried rows updated and
+    everything else as it was (same rows, keys and images)."""
+    name = f"rewrite-{shard:05d}"
+    if is_done(job.work, name):
+        return done_info(job.work, name)
+    drops = dict(
+        zip(
+            decisions.column("uid").to_pylist(), decisions.column("reason").to_pylist(), strict=True
+        )
+    )
+    staged = read_parquet(job.staged(shard))
+    retried = dict(
+        zip(
+            staged.column("uid").to_pylist(),
+            zip(
+                table_to_pairs(staged.drop([IMAGE_COLUMN])),
+                staged.column(IMAGE_COLUMN).to_pylist(),
+                strict=True,
+            ),
+            strict=True,
+        )
+    )
+    folder = job.layout.shards_dir
+    images = shard_images(folder, shard)
+    fmt = job.config.encode_format
+    samples: list[tuple[Pair, ProcessedImage | None]] = []
+    for old in read_pairs(parquet_path(folder, shard)):
+        pair, data = retried.get(old.uid, (old, images.get(old.key or "")))
+        if pair.uid in drops:
+            pair = pair.dropped(drops[pair.uid])
+        samples.append((pair, stored_image(pair, data, fmt) if pair.kept and data else None))
+    rows = write_shard(folder, shard, samples, fmt, job.config.samples_per_shard)
+    recovered = sum(1 for row in rows if row.uid in retried and row.kept)
+    info = {"retried": len(retried), "recovered": recovered}
+    mark_done(job.work, name, info)
+    return info
+
+
+def shard_folder_stats(folder: str) -> StageStats:
+    """The tally of every row of every written shard."""
+    stats = StageStats("shards")
+    for shard in sorted(completed_shards(folder)):
+        list(tally(read_pairs(parquet_path(folder, shard)), stats))
+    return stats
+
+
+def run_retry_failed(config: PipelineConfig, quiet: bool = False) -> StageStats:
+    """Refetch only the rows recorded as failed_to_download; rewrite only their shards.
+
+    A retried image that duplicates (exactly or nearly) an image already in a shard, or an
+    earlier retried one, is the one dropped: what the shards hold never changes, and every
+    shard without a failure stays byte-identical.
+    """
+    layout = RunLayout(config.root)
+    folder = layout.shards_dir
+    if not is_done(folder, "shards"):
+        raise PipelineError(f"nothing to retry: no finished shards in {folder}; run shards first")
+    shards = sorted(completed_shards(folder))
+    affected = [
+        s for s in shards
+        if pc.sum(failed_rows(read_parquet(parquet_path(folder, s), columns=["status"]))).as_py()
+    ]  # fmt: skip
+    previous = StageStats.load(layout.stats_file("shards"))
+    if not affected:
+        log.warning("shards: --retry-failed: no row failed to download, nothing to retry")
+        return previous
+    storage.remove_tree(layout.shards_work)
+    storage.remove_tree(layout.images_dir)
+    started = time.perf_counter()
+    with sandbox_if_recorded(config, layout) as web:
+        cfg = config.shards
+        if web is not None:
+            cfg = dataclasses.replace(cfg, allow_private_addresses=True)
+        rows = int(previous.seen)
+        plan = ShardPlan((), (0, rows), cfg.samples_per_shard)
+        job = ShardsJob(cfg, layout.root, plan, max(8, math.ceil(rows / config.part_rows)))
+        with stage_executor(config) as executor:
+            with Progress("shards", "refetch", len(affected), quiet) as progress:
+                fetched = drain(
+                    executor.map(functools.partial(refetch_shard, job), affected), progress
+                )
+            sources = [(i, parquet_path(folder, s), s, 0) for i, s in enumerate(shards)]
+            sources += [(len(shards) + i, job.staged(s), s, 1) for i, s in enumerate(affected)]
+            dedup_images(job, executor, sources, quiet)
+            with Progress("shards", "rewrite", len(affected), quiet) as progress:
+                calls = executor.reduce(
+                    job.decisions(), functools.partial(rewrite_shard, job), affected
+                )
+                rewritten = drain(calls, progress)
+    stats = shard_folder_stats(folder)
+    stats.counts.update({k: v for k, v in previous.counts.items() if not k.startswith("retry")})
+    fetch = shards_stats([{"fetch": f["fetch"]} for f in fetched])
+    for name, n in fetch.counts.items():
+        stats.count(f"retry_{name}", n)
+    stats.count("retry_rows", sum(r["retried"] for r in rewritten))
+    stats.count("retry_recovered", sum(r["recovered"] for r in rewritten))
+    stats.count("retry_shards", len(affected))
+    stats.seconds = previous.seconds + time.perf_counter() - started
+    write_sizes_json(folder)
+    write_manifest(folder)
+    stats.save(layout.stats_file("shards"))
+    storage.remove_tree(layout.images_dir)
+    storage.remove_tree(layout.shards_work)
+    log.info("shards: retried %d rows in %d shards, %d now in a shard", stats.counts["retry_rows"],
+             len(affected), stats.counts["retry_recovered"])  # fmt: skip
     return stats

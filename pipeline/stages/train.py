@@ -12,9 +12,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
+from pipeline import storage
 from pipeline.config import PipelineConfig, save_config
 from pipeline.errors import PipelineError
 from pipeline.io import is_done, mark_done, read_json
@@ -25,11 +25,11 @@ from train.trainer import RESULTS, train
 log = logging.getLogger(__name__)
 
 
-def eval_dir(config: PipelineConfig, layout: RunLayout) -> Path | None:
+def eval_dir(config: PipelineConfig, layout: RunLayout) -> str | None:
     if config.train.eval_set:
-        return Path(config.train.eval_set)
-    manifest = layout.heldout_dir / "manifest.json"
-    return layout.heldout_dir if manifest.exists() else None
+        return config.train.eval_set
+    manifest = storage.join(layout.heldout_dir, "manifest.json")
+    return layout.heldout_dir if storage.exists(manifest) else None
 
 
 def shard_list(spec: str) -> list[str]:
@@ -46,17 +46,17 @@ def run_train(config: PipelineConfig) -> dict[str, Any]:
     layout = RunLayout(config.root)
     if is_done(layout.train_dir, "train"):
         log.info("train: already done in %s", layout.train_dir)
-        results: dict[str, Any] = read_json(layout.train_dir / RESULTS)
+        results: dict[str, Any] = read_json(storage.join(layout.train_dir, RESULTS))
         return results
     spec = config.train.shards or str(layout.shards_dir)
     shards = shard_list(spec)
     train_config = config.train
-    if train_config.samples_per_epoch == 0 and Path(spec).is_dir():
-        samples = count_samples(Path(spec))
+    if train_config.samples_per_epoch == 0 and storage.is_dir(spec):
+        samples = count_samples(spec)
         train_config = dataclasses.replace(train_config, samples_per_epoch=samples)
     log.info("train: %d shards, %d samples per epoch", len(shards), train_config.samples_per_epoch)
     result = train(train_config, shards, layout.train_dir, eval_dir(config, layout))
     if int(os.environ.get("RANK", "0")) == 0:
-        save_config(config, layout.train_dir / "config.toml")
+        save_config(config, storage.join(layout.train_dir, "config.toml"))
         mark_done(layout.train_dir, "train", {"steps": result.steps})
     return result.to_dict()

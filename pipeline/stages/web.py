@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
+from pipeline import storage
 from pipeline.config import PipelineConfig
 from pipeline.io import read_json, write_json
 from pipeline.layout import RunLayout
@@ -24,7 +25,7 @@ def uses_sandbox(config: PipelineConfig) -> bool:
 
 
 def recorded_ports(layout: RunLayout) -> list[int] | None:
-    if not layout.ports_file.exists():
+    if not storage.exists(layout.ports_file):
         return None
     return [int(p) for p in read_json(layout.ports_file)["ports"]]
 

@@ -18,7 +18,7 @@ def test_report_lists_every_stage_and_reason(tmp_path: Path) -> None:
         curate.drop(reason, n + 1)
     curate.save(layout.stats_file("curate"))
     write_json(
-        layout.train_dir / "results.json",
+        layout.at("train", "results.json"),
         {"steps": 5, "samples_seen": 320, "final_loss": None, "samples_per_second": 50.0,
          "seconds": 6.4, "zero_shot": {"n": 48, "top1": 0.5, "top5": 0.9, "chance": 1 / 48}},
     )  # fmt: skip

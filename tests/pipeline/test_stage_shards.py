@@ -1,4 +1,5 @@
-"""The shards stage's fetch pass: one stream over the parts, staged parts, markers, resume."""
+"""The shards stage: the plan from the uid ranges, the fetch pass (staged parts, markers,
+resume), the whole stage on a local image server, and retrying only the failures."""
 
 from __future__ import annotations
 
@@ -11,28 +12,49 @@ from typing import Any, ClassVar
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.config import ShardsConfig
-from pipeline.io import is_done
+from pipeline.config import PipelineConfig, load_config
+from pipeline.io import clear_done, is_done, mark_done, read_pairs, write_table
 from pipeline.layout import RunLayout
-from pipeline.record import STATUS_FAILED_DECODE, STATUS_FAILED_DOWNLOAD, STATUS_SUCCESS, Pair
-from pipeline.stages.shards import IMAGE_COLUMN, fetch_parts, part_name, worker_pool
-from pipeline.stats import StageStats
+from pipeline.record import (
+    STATUS_FAILED_DECODE,
+    STATUS_FAILED_DOWNLOAD,
+    STATUS_SUCCESS,
+    Pair,
+    pairs_to_table,
+    uid_range,
+)
+from pipeline.stages.shards import (
+    IMAGE_COLUMN,
+    ShardsJob,
+    fetch_part,
+    load_plan,
+    part_name,
+    run_retry_failed,
+    run_shards,
+)
 from tests.shards.conftest import photo_jpeg
 
 PHOTOS = [f"/img/{i}.jpg" for i in range(5)]
 BODIES = {path: photo_jpeg(320, 240, seed=i) for i, path in enumerate(PHOTOS)}
 BODIES["/img/garbage.jpg"] = b"\xff\xd8\xff\xe0 not a jpeg"
+FLAKY = [f"/flaky/{i}.jpg" for i in range(3)]  # 500 until the server is healed
+BODIES |= {path: photo_jpeg(320, 240, seed=10 + i) for i, path in enumerate(FLAKY)}
 
 
 class ImageHandler(BaseHTTPRequestHandler):
     """Serves BODIES (404 for anything else) and counts the requests per path."""
 
     hits: ClassVar[dict[str, int]] = {}
+    healed: ClassVar[bool] = False
 
     def do_GET(self) -> None:
         self.hits[self.path] = self.hits.get(self.path, 0) + 1
         body = BODIES.get(self.path)
-        self.send_response(200 if body is not None else 404)
+        if self.path in FLAKY and not self.healed:
+            body = None
+            self.send_response(500)
+        else:
+            self.send_response(200 if body is not None else 404)
         self.send_header("Content-Type", "image/jpeg")
         self.send_header("Content-Length", str(len(body or b"")))
         self.end_headers()
@@ -45,6 +67,7 @@ class ImageHandler(BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[str]:
     ImageHandler.hits = {}
+    ImageHandler.healed = False
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), ImageHandler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -53,64 +76,111 @@ def server() -> Iterator[str]:
     httpd.server_close()
 
 
-def make_plan(base: str) -> list[list[Pair]]:
-    paths = [*sorted(BODIES), "/img/missing.jpg"]
-    pairs = sorted(
-        (Pair(url=base + path, caption=f"picture {path}") for path in paths),
-        key=lambda p: p.uid,
+def curated(workdir: Path, base: str, paths: list[str], *extra: str) -> PipelineConfig:
+    """A run folder whose curation selected one pair per path, in 3 uid ranges."""
+    config = load_config(
+        None,
+        [f"workdir='{workdir}'", "shards.image_size=64", "shards.min_image_side=0",
+         "shards.min_image_bytes=0", "shards.allow_private_addresses=true", "shards.retries=0",
+         *extra],
+    )  # fmt: skip
+    layout = RunLayout(workdir)
+    pairs = sorted((Pair(url=base + p, caption=f"picture {p}") for p in paths), key=lambda p: p.uid)
+    table = pairs_to_table(pairs)
+    ranges = uid_range(table.column("uid"), 3)
+    for index in range(3):
+        rows = table.filter(ranges == index)
+        write_table(f"{layout.selected}/range-{index:05d}.parquet", rows)
+    mark_done(layout.curate_dir, "curate")
+    return config
+
+
+def job_for(config: PipelineConfig) -> ShardsJob:
+    layout = RunLayout(config.root)
+    return ShardsJob(
+        config.shards, layout.root, load_plan(layout, config.shards.samples_per_shard), 8
     )
-    return [pairs[:4], pairs[4:]]
 
 
 def staged(layout: RunLayout, part: int) -> list[dict[str, Any]]:
-    return pq.read_table(layout.images_dir / f"{part_name(part)}.parquet").to_pylist()
+    return pq.read_table(f"{layout.images_dir}/{part_name(part)}.parquet").to_pylist()
 
 
 def test_parts_are_staged_in_uid_order_with_failures_as_rows(tmp_path: Path, server: str):
-    config = ShardsConfig(image_size=64, min_image_side=0, allow_private_addresses=True)
-    layout, plan = RunLayout(tmp_path), make_plan(server)
-    with worker_pool(2) as pool:
-        fetch_parts(plan, config, layout, StageStats("fetch"), pool)
-    for part, pairs in enumerate(plan):
+    paths = [*PHOTOS, "/img/garbage.jpg", "/img/missing.jpg"]
+    config = curated(tmp_path, server, paths, "shards.samples_per_shard=4")
+    job, layout = job_for(config), RunLayout(tmp_path)
+    assert job.plan.shards == 2 and job.plan.rows == 7
+    for part in (0, 1):
+        fetch_part(job, part)
         assert is_done(layout.images_dir, part_name(part))
-        rows = staged(layout, part)
-        assert [row["uid"] for row in rows] == [pair.uid for pair in pairs]
-    by_path = {
-        str(row["url"]).removeprefix(server): row for part in (0, 1) for row in staged(layout, part)
-    }
+    rows = staged(layout, 0) + staged(layout, 1)
+    assert [row["uid"] for row in rows] == sorted(row["uid"] for row in rows)
+    by_path = {str(row["url"]).removeprefix(server): row for row in rows}
     assert by_path["/img/missing.jpg"]["status"] == STATUS_FAILED_DOWNLOAD
     assert by_path["/img/garbage.jpg"]["status"] == STATUS_FAILED_DECODE
     assert by_path["/img/missing.jpg"][IMAGE_COLUMN] is None
-    assert by_path["/img/garbage.jpg"][IMAGE_COLUMN] is None
     for path in PHOTOS:
         assert by_path[path]["status"] == STATUS_SUCCESS
         assert (by_path[path]["width"], by_path[path]["height"]) == (85, 64)
         assert bytes(by_path[path][IMAGE_COLUMN])[:2] == b"\xff\xd8"  # encoded JPEG
-
-
-def test_images_are_stored_uncompressed(tmp_path: Path, server: str):
-    config = ShardsConfig(image_size=64, min_image_side=0, allow_private_addresses=True)
-    layout = RunLayout(tmp_path)
-    with worker_pool(1) as pool:
-        fetch_parts(make_plan(server), config, layout, StageStats("fetch"), pool)
-    metadata = pq.ParquetFile(layout.images_dir / f"{part_name(0)}.parquet").metadata
+    metadata = pq.ParquetFile(f"{layout.images_dir}/{part_name(0)}.parquet").metadata
     schema = metadata.schema.to_arrow_schema()
     codecs = {
         schema.field(i).name: metadata.row_group(0).column(i).compression
         for i in range(metadata.num_columns)
     }
-    assert codecs[IMAGE_COLUMN] == "UNCOMPRESSED"
-    assert codecs["url"] == "ZSTD"
+    assert codecs[IMAGE_COLUMN] == "UNCOMPRESSED" and codecs["url"] == "ZSTD"
 
 
 def test_a_rerun_fetches_only_the_parts_without_a_marker(tmp_path: Path, server: str):
-    config = ShardsConfig(image_size=64, min_image_side=0, allow_private_addresses=True)
-    layout, plan = RunLayout(tmp_path), make_plan(server)
-    with worker_pool(2) as pool:
-        fetch_parts(plan, config, layout, StageStats("fetch"), pool)
-        first = staged(layout, 1)
-        (layout.images_dir / f"{part_name(1)}.done").unlink()
-        ImageHandler.hits = {}
-        fetch_parts(plan, config, layout, StageStats("fetch"), pool)
-    assert sorted(server + path for path in ImageHandler.hits) == sorted(p.url for p in plan[1])
+    config = curated(tmp_path, server, PHOTOS, "shards.samples_per_shard=3")
+    job, layout = job_for(config), RunLayout(tmp_path)
+    fetch_part(job, 0)
+    fetch_part(job, 1)
+    first = staged(layout, 1)
+    clear_done(layout.images_dir, part_name(1))
+    ImageHandler.hits = {}
+    fetch_part(job, 0)
+    fetch_part(job, 1)
+    assert sorted(server + path for path in ImageHandler.hits) == sorted(r["url"] for r in first)
     assert staged(layout, 1) == first
+
+
+def shard_bytes(layout: RunLayout) -> dict[str, bytes]:
+    folder = Path(layout.shards_dir)
+    return {
+        p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.suffix in (".tar", ".parquet")
+    }
+
+
+def test_the_stage_and_retrying_only_the_failures(tmp_path: Path, server: str):
+    paths = [*PHOTOS, *FLAKY, "/img/missing.jpg"]
+    config = curated(tmp_path, server, paths, "shards.samples_per_shard=3", "executor.workers=2")
+    layout = RunLayout(tmp_path)
+    stats = run_shards(config)
+    assert stats.kept == 5 and stats.dropped[STATUS_FAILED_DOWNLOAD] == 4
+    rows = {r.url.removeprefix(server): r for r in read_pairs(layout.shards_dir)}
+    assert [rows[p].status for p in FLAKY] == [STATUS_FAILED_DOWNLOAD] * 3
+    assert [rows[p].key for p in paths] != [None] * len(paths)
+    before = shard_bytes(layout)
+    affected = {f"{rows[p].shard:05d}" for p in [*FLAKY, "/img/missing.jpg"]}
+    ImageHandler.healed, ImageHandler.hits = True, {}
+    retried = run_retry_failed(config)
+    assert sorted(ImageHandler.hits) == sorted([*FLAKY, "/img/missing.jpg"])  # only failures
+    after = shard_bytes(layout)
+    for name, data in before.items():
+        if name[:5] not in affected:
+            assert after[name] == data, f"{name} changed"
+    again = {r.url.removeprefix(server): r for r in read_pairs(layout.shards_dir)}
+    assert [again[p].status for p in FLAKY] == [STATUS_SUCCESS] * 3
+    assert {p: again[p].key for p in paths} == {p: rows[p].key for p in paths}
+    assert again["/img/missing.jpg"].status == STATUS_FAILED_DOWNLOAD
+    assert retried.kept == 8 and retried.counts["retry_recovered"] == 3
+    assert not Path(layout.images_dir).exists() and not Path(layout.shards_work).exists()
+
+
+def test_a_run_that_selected_nothing_says_so(tmp_path: Path, server: str):
+    config = curated(tmp_path, server, [])
+    with pytest.raises(Exception, match="selected no pairs"):
+        run_shards(config)

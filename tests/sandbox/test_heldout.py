@@ -15,7 +15,7 @@ SMALL = SandboxConfig(heldout_per_class=2, image_size=64)
 
 
 def test_manifest_lists_every_class_and_sample(tmp_path: Path) -> None:
-    manifest = write_heldout(SMALL, tmp_path / "heldout")
+    manifest = Path(write_heldout(SMALL, tmp_path / "heldout"))
     data = json.loads(manifest.read_text())
     assert data["classes"] == [c.name for c in all_concepts()]
     assert all("{}" in t for t in data["templates"]) and len(data["templates"]) >= 3
@@ -30,9 +30,11 @@ def test_manifest_lists_every_class_and_sample(tmp_path: Path) -> None:
 
 
 def test_heldout_is_not_served_and_depends_on_seed(tmp_path: Path) -> None:
-    first = write_heldout(SMALL, tmp_path / "a").parent / "images" / "00000.jpg"
-    again = write_heldout(SMALL, tmp_path / "b").parent / "images" / "00000.jpg"
-    other = write_heldout(SandboxConfig(seed=5, heldout_per_class=2, image_size=64), tmp_path / "c")
+    first = Path(write_heldout(SMALL, tmp_path / "a")).parent / "images" / "00000.jpg"
+    again = Path(write_heldout(SMALL, tmp_path / "b")).parent / "images" / "00000.jpg"
+    other = Path(
+        write_heldout(SandboxConfig(seed=5, heldout_per_class=2, image_size=64), tmp_path / "c")
+    )
     assert first.read_bytes() == again.read_bytes()
     assert first.read_bytes() != (other.parent / "images" / "00000.jpg").read_bytes()
     keys = {r.image.key for r in SandboxSite(SandboxConfig()).routes.values() if r.image}
@@ -40,11 +42,11 @@ def test_heldout_is_not_served_and_depends_on_seed(tmp_path: Path) -> None:
 
 
 def test_complete_set_is_skipped_and_a_changed_config_rewrites(tmp_path: Path) -> None:
-    manifest = write_heldout(SMALL, tmp_path)
+    manifest = Path(write_heldout(SMALL, tmp_path))
     stamp = manifest.stat().st_mtime_ns
-    assert write_heldout(SMALL, tmp_path).stat().st_mtime_ns == stamp
+    assert Path(write_heldout(SMALL, tmp_path)).stat().st_mtime_ns == stamp
     bigger = SandboxConfig(heldout_per_class=3, image_size=64)
-    assert len(json.loads(write_heldout(bigger, tmp_path).read_text())["samples"]) == 3 * 48
+    assert len(json.loads(Path(write_heldout(bigger, tmp_path)).read_text())["samples"]) == 3 * 48
     write_heldout(SMALL, tmp_path)
     assert len(list((tmp_path / "images").iterdir())) == 2 * 48  # stale images removed
     assert not list(tmp_path.glob(".tmp-*"))

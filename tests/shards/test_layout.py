@@ -75,7 +75,7 @@ def test_only_completed_shards_are_listed_and_summarised(tmp_path: Path):
     (tmp_path / ".tmp-00004.tar.abc").write_bytes(b"")
 
     assert completed_shards(tmp_path) == {0, 2}
-    assert list_shards(tmp_path) == [tmp_path / "00000.tar", tmp_path / "00002.tar"]
+    assert list_shards(tmp_path) == [str(tmp_path / "00000.tar"), str(tmp_path / "00002.tar")]
     assert completed_shards(tmp_path / "absent") == set()
 
     sizes = write_sizes_json(tmp_path)
@@ -89,4 +89,4 @@ def test_only_completed_shards_are_listed_and_summarised(tmp_path: Path):
     assert (totals["count"], totals["samples"], totals["failed_to_download"]) == (8, 5, 3)
     assert totals["shards"] == 2
     assert totals["status_dict"] == {"failed_to_download": 3, "success": 5}
-    assert totals["tar_bytes"] == sum(p.stat().st_size for p in list_shards(tmp_path))
+    assert totals["tar_bytes"] == sum(Path(p).stat().st_size for p in list_shards(tmp_path))
