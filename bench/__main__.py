@@ -9,7 +9,7 @@ import sys
 from bench.common import BENCH_DIR, BenchResult, render_table
 from pipeline.io import write_json
 
-BENCHMARKS = ("matching", "language", "download")
+BENCHMARKS = ("matching", "language", "download", "balance", "neardup", "curate", "shuffle")
 
 
 def main(argv: list[str] | None = None) -> int:

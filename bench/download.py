@@ -23,9 +23,9 @@ from PIL import Image
 
 from bench.common import BENCH_DIR, REPO, BenchResult, timed
 from pipeline.config import load_config
-from pipeline.io import mark_done, write_pairs
+from pipeline.io import mark_done, write_table
 from pipeline.layout import RunLayout
-from pipeline.record import Pair
+from pipeline.record import Pair, pairs_to_table
 
 IMAGES = 2000
 BENCH_VENV = REPO / ".venv-bench"
@@ -122,12 +122,13 @@ def run_ours(urls: list[str], workdir: Path) -> int:
     config = load_config(
         None,
         [f'workdir="{workdir}"', "shards.image_size=256", "shards.resize_mode=keep_ratio",
-         "shards.samples_per_shard=1000", "shards.workers=2", "shards.min_image_side=0",
+         "shards.samples_per_shard=1000", "executor.workers=2", "shards.min_image_side=0",
          "shards.allow_private_addresses=true"],
     )  # fmt: skip
     layout = RunLayout(workdir)
     pairs = [Pair(url=url, caption=f"image {i}", source="urllist") for i, url in enumerate(urls)]
-    write_pairs(layout.curated, pairs)
+    table = pairs_to_table(sorted(pairs, key=lambda p: p.uid))
+    write_table(layout.at("curate", "selected", "range-00000.parquet"), table)
     mark_done(layout.curate_dir, "curate")
     return run_shards(config).kept
 

@@ -9,13 +9,14 @@ design's, not a different answer.
 
 from __future__ import annotations
 
+import pyarrow as pa
 from langdetect import DetectorFactory, detect_langs
 from langdetect.lang_detect_exception import LangDetectException
 
 from bench.common import BenchResult, timed
 from bench.matching import real_alt_texts
 from filters.language import detect_languages
-from filters.text import text_reason
+from filters.text import text_reasons
 from pipeline.config import CurateConfig
 
 WORKERS = 2
@@ -33,7 +34,8 @@ def plain_langdetect(texts: list[str]) -> dict[str, str | None]:
 
 
 def curated_langdetect(texts: list[str], config: CurateConfig) -> dict[str, str | None]:
-    survivors = [t for t in texts if text_reason(t, config) is None]
+    reasons = text_reasons(pa.array(texts, type=pa.string()), config).to_pylist()
+    survivors = [t for t, reason in zip(texts, reasons, strict=True) if reason is None]
     detections = detect_languages(survivors, workers=WORKERS)
     return {text: language for text, (language, _) in detections.items()}
 
