@@ -33,7 +33,7 @@ from pipeline import storage
 T = TypeVar("T")
 R = TypeVar("R")
 BUCKET_COLUMN = "__bucket"
-SPILL_COMPRESSION = "lz4"  # exchange files are read once, soon: fast beats small
+SPILL_COMPRESSION = "none"  # exchange files are read once, soon: fast beats small
 EXECUTORS = ("local", "ray")
 
 

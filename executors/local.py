@@ -30,6 +30,14 @@ R = TypeVar("R")
 WATCH_SECONDS = 1.0  # how often a worker checks that the stage is still alive
 
 
+def start_worker(stage_pid: int, threads: int) -> None:
+    """A worker's initializer: share the cores with the other workers, watch the stage."""
+    import pyarrow as pa
+
+    pa.set_cpu_count(threads)  # Arrow's own pool: workers x threads = the machine's cores
+    exit_with(stage_pid)
+
+
 def exit_with(stage_pid: int) -> None:
     """In a worker: exit once the stage's process is gone (say, killed with SIGKILL).
 
@@ -54,8 +62,9 @@ def worker_pool(
     """Processes forked from a server that has imported `preload`, watching this process."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["executors.local", *preload])
+    threads = max(1, (os.cpu_count() or 1) // workers)
     return concurrent.futures.ProcessPoolExecutor(
-        workers, mp_context=context, initializer=exit_with, initargs=(os.getpid(),)
+        workers, mp_context=context, initializer=start_worker, initargs=(os.getpid(), threads)
     )
 
 

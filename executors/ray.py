@@ -50,11 +50,13 @@ RESULT_COLUMN = "result"
 
 def call_task(fn: Callable[[T], R], task: T) -> R:
     """One task, on a Ray worker (the function travels once, as an object reference)."""
+    pa.set_cpu_count(1)  # the task holds one CPU: Arrow's pool must not take them all
     return fn(task)
 
 
 def reduce_group(rows: pa.Table, fn: Callable[[int, pa.Table], Any], schema: pa.Schema) -> pa.Table:
     """One bucket's rows, on a Ray Data worker: `fn(bucket, rows)`, its result pickled."""
+    pa.set_cpu_count(1)  # as in `call_task`
     bucket = int(rows.column(BUCKET_COLUMN)[0].as_py())
     result = fn(bucket, rows.select(schema.names).cast(schema))
     return pa.table(

@@ -179,11 +179,17 @@ class EntryIndex:
 
     `ids` maps values to numbers with `pc.index_in` (-1 for an unknown value; a repeated
     entry answers its first number); dictionary-encoded values are looked up once per
-    dictionary value. `hashes` is the blake2b-64 of each entry's UTF-8, computed once
-    (or passed in, as `subset` does).
+    dictionary value; integer values are entry numbers already (`number_ids`). `hashes`
+    is the blake2b-64 of each entry's UTF-8, computed once (or passed in, as `subset`
+    does).
     """
 
-    def __init__(self, entries: Sequence[str] | pa.Array, hashes: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        entries: Sequence[str] | pa.Array,
+        hashes: np.ndarray | None = None,
+        numbers: np.ndarray | None = None,
+    ) -> None:
         if isinstance(entries, pa.Array):
             self.values = entries.cast(pa.string())
         else:
@@ -191,11 +197,30 @@ class EntryIndex:
         self.hashes = blake64(self.values.to_pylist()) if hashes is None else hashes
         if len(self.hashes) != len(self.values):
             raise ValueError(f"{len(self.hashes)} hashes for {len(self.values)} entries")
+        # An index made by `subset`: the numbers its entries have in the index it came from,
+        # which is what integer values (entry numbers, not strings) are read as.
+        self.numbers = numbers
+        self._positions: np.ndarray | None = None
         self._last_dictionary: tuple[tuple[int, ...], pa.Array, np.ndarray] | None = None
 
     def subset(self, numbers: np.ndarray) -> EntryIndex:
         """An index over the entries with these numbers, in this order (hashes reused)."""
-        return EntryIndex(self.values.take(pa.array(numbers)), self.hashes[numbers])
+        origin = numbers if self.numbers is None else self.numbers[numbers]
+        return EntryIndex(self.values.take(pa.array(numbers)), self.hashes[numbers], origin)
+
+    def number_ids(self, codes: np.ndarray) -> np.ndarray:
+        """`ids` of entry numbers: the number itself in a full index, its position in a
+        subset, -1 for a number out of range or outside the subset."""
+        if self.numbers is None:
+            valid = (codes >= 0) & (codes < len(self))
+            return np.where(valid, codes, -1).astype(np.int64, copy=False)
+        if self._positions is None:
+            self._positions = np.full(int(self.numbers.max(initial=-1)) + 1, -1, dtype=np.int64)
+            self._positions[self.numbers] = np.arange(len(self.numbers))
+        valid = (codes >= 0) & (codes < len(self._positions))
+        found = np.full(len(codes), -1, dtype=np.int64)
+        found[valid] = self._positions[codes[valid]]
+        return found
 
     def __len__(self) -> int:
         return len(self.values)
@@ -205,6 +230,8 @@ class EntryIndex:
         if isinstance(values, pa.ChunkedArray):
             parts = [self.ids(chunk) for chunk in values.chunks]
             return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        if pa.types.is_integer(values.type):
+            return self.number_ids(pc.fill_null(values, -1).to_numpy(zero_copy_only=False))
         if pa.types.is_dictionary(values.type):
             codes = values.indices
             if codes.null_count:

@@ -88,16 +88,32 @@ class QueryMatcher:
         return [str(entry) for entry in match_captions(pa.array([text]), self)[0].as_py()]
 
 
+def match_codes(captions: pa.Array | pa.ChunkedArray, matcher: QueryMatcher) -> pa.ListArray:
+    """list<int32>, one list per caption: the positions in `matcher.entries` of the entries
+    it matches, ascending (so in entry order) and each once; [] when none, a null caption
+    matching like "". One Aho-Corasick pass per caption."""
+    if not matcher.size:
+        empty = np.zeros(len(captions) + 1, dtype=np.int32)
+        return pa.ListArray.from_arrays(pa.array(empty), pa.array([], type=pa.int32()))
+    offsets, ranks = matcher.ranks(spaced_captions(captions).to_pylist())
+    return pa.ListArray.from_arrays(
+        pa.array(offsets, type=pa.int32()), pa.array(ranks, type=pa.int32())
+    )
+
+
+def decode_matches(codes: pa.ListArray | pa.ChunkedArray, matcher: QueryMatcher) -> pa.ListArray:
+    """The entries (list<string>) that `match_codes` positions stand for."""
+    if isinstance(codes, pa.ChunkedArray):
+        codes = codes.combine_chunks()
+    values = matcher.entries.take(pc.list_flatten(codes))
+    offsets = pc.subtract(codes.offsets, codes.offsets[0])
+    return pa.ListArray.from_arrays(offsets, values)
+
+
 def match_captions(captions: pa.Array | pa.ChunkedArray, matcher: QueryMatcher) -> pa.ListArray:
     """list<string>, one list per caption: the entries it matches, sorted and each once
     ([] when none; a null caption matches like ""). One Aho-Corasick pass per caption."""
-    if not matcher.size:
-        empty = np.zeros(len(captions) + 1, dtype=np.int32)
-        return pa.ListArray.from_arrays(pa.array(empty), pa.array([], type=pa.string()))
-    spaced = spaced_captions(captions)
-    offsets, ranks = matcher.ranks(spaced.to_pylist())
-    values = matcher.entries.take(pa.array(ranks, type=pa.int64()))
-    return pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), values)
+    return decode_matches(match_codes(captions, matcher), matcher)
 
 
 def naive_matches(text: str, entries: Iterable[str]) -> list[str]:

@@ -2,6 +2,8 @@
 
     with Progress("curate", "screen", parts=12) as progress:
         progress.part_done(rows=250_000, dropped=41_000)
+        # or, over an executor's (position, info) results:
+        infos = progress.drain(executor.map(task, parts))
 
 The bar shows parts and rows done, rows per second and the drops so far; without a
 terminal (CI, a log file, `--quiet`) each finished part is one INFO line instead.
@@ -12,6 +14,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Iterable
 from typing import Any
 
 log = logging.getLogger("pipeline.progress")
@@ -54,3 +57,12 @@ class Progress:
                 self.stage, self.step, self.done, self.parts,
                 f"{self.rows:,}", f"{rate:,.0f}", f"{self.dropped:,}",
             )  # fmt: skip
+
+    def drain(self, results: Iterable[tuple[int, dict[str, Any]]]) -> list[dict[str, Any]]:
+        """Consume (task position, info) results as they come, each a finished part (its
+        `rows` and `dropped` counts shown); return the infos in task order."""
+        found: dict[int, dict[str, Any]] = {}
+        for position, info in results:
+            found[position] = info
+            self.part_done(int(info.get("rows", 0)), sum(info.get("dropped", {}).values()))
+        return [found[k] for k in sorted(found)]

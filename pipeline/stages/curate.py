@@ -33,7 +33,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,8 +46,7 @@ from executors.base import bucket_of
 from filters.balance import EntryIndex, balance_mask, count_matches
 from filters.dedup import RANK_COLUMNS, first_per_key, sort_by_rank
 from filters.language import detect_languages, language_columns
-from filters.matching import cached_matcher, match_captions
-from filters.queries import load_queries
+from filters.matching import QueryMatcher, cached_matcher, decode_matches, match_codes
 from filters.text import text_reasons
 from pipeline import storage
 from pipeline.config import PipelineConfig, save_config
@@ -74,11 +73,14 @@ log = logging.getLogger(__name__)
 MIN_BUCKETS = 8  # even a small run spreads its reductions over a few tasks
 # The columns curation reads or writes: what travels through its exchanges (the others are
 # still empty before the image fetch; outputs are written in the whole PAIR_SCHEMA).
+# `matched` travels as entry numbers (positions in the matcher's sorted entries), so
+# counting and balancing index arrays instead of hashing strings; the outputs get strings.
 CURATE_SCHEMA = pa.schema(
     [PAIR_SCHEMA.field(name) for name in (
         "url", "caption", "page_url", "source", "uid", "page_lang", "drop_reason", "language",
-        "language_score", "matched", "status",
+        "language_score",
     )]
+    + [pa.field("matched", pa.list_(pa.int32())), PAIR_SCHEMA.field("status")]
 )  # fmt: skip
 SELECTED_ROW_GROUP = 4096  # a shard's fetch task reads only the row groups it needs
 # What a local worker needs, imported once by the fork server.
@@ -178,10 +180,15 @@ class CurateJob:
         return storage.join(self.work, "counts", name)
 
 
-@functools.lru_cache(maxsize=4)
 def entry_index(queries: str) -> EntryIndex:
-    """The query entries by id, built once per process."""
-    return EntryIndex(load_queries(queries))
+    """The query entries numbered as the matcher numbers them (sorted, distinct), with
+    their hashes: built once per process and query list, beside the matcher."""
+    return index_of(cached_matcher(queries))
+
+
+@functools.lru_cache(maxsize=4)
+def index_of(matcher: QueryMatcher) -> EntryIndex:
+    return EntryIndex(matcher.entries)
 
 
 def drop_rows(
@@ -207,10 +214,16 @@ def drop_counts(table: pa.Table) -> dict[str, int]:
     return {str(c["values"]): int(c["counts"]) for c in counts.to_pylist()}
 
 
+def pair_rows(job: CurateJob, table: pa.Table) -> pa.Table:
+    """Rows in `PAIR_SCHEMA`, their matched entry numbers turned back into the entries."""
+    entries = decode_matches(table.column("matched"), cached_matcher(job.queries))
+    return align(table.set_column(table.schema.get_field_index("matched"), "matched", entries))
+
+
 def save_dropped(job: CurateJob, name: str, tables: list[pa.Table]) -> dict[str, int]:
     """Write a task's dropped rows (if any) to `curate/dropped/<name>.parquet`, in rank
     order (the rows came in whatever order the executor delivered); count them."""
-    found = [align(t) for t in tables if t.num_rows]
+    found = [pair_rows(job, t) for t in tables if t.num_rows]
     if not found:
         return {}
     dropped = sort_by_rank(pa.concat_tables(found), (*RANK_COLUMNS, "drop_reason"))
@@ -232,13 +245,13 @@ def screen_part(job: CurateJob, index: int) -> dict[str, Any]:
     table, already = table.filter(prior), table.filter(pc.invert(prior))
     reasons = text_reasons(table.column("caption"), job.config.curate)
     table, by_text = drop_rows(table, reasons.is_null().to_numpy(zero_copy_only=False), reasons)
-    matched = match_captions(table.column("caption"), cached_matcher(job.queries))
+    matched = match_codes(table.column("caption"), cached_matcher(job.queries))
     table = table.set_column(table.schema.get_field_index("matched"), "matched", matched)
     any_match = pc.greater(pc.list_value_length(matched), 0).to_numpy(zero_copy_only=False)
     table, by_match = drop_rows(table, any_match, "match:no_entry")
     exchange = job.exchange(0)
     exchange.write(name, table, bucket_of(table.column("caption"), exchange.buckets))
-    info = {"seen": seen, "passed": table.num_rows}
+    info = {"seen": seen, "rows": seen}
     info["dropped"] = save_dropped(job, name, [already, by_text, by_match])
     mark_done(job.work, name, info)
     return info
@@ -255,11 +268,8 @@ def group_bucket(job: CurateJob, index: int, bucket: int, rows: pa.Table) -> dic
     for step in job.plan.passes[index][1]:
         if step == "language":
             started = time.perf_counter()
-            table, lost = language_step(table, job)
+            table, lost, counts["language_texts"] = language_step(table, job)
             counts["language_ms"] = round(1000 * (time.perf_counter() - started))
-            counts["language_texts"] = int(pc.count_distinct(table.column("caption")).as_py()) + (
-                int(pc.count_distinct(lost.column("caption")).as_py()) if lost.num_rows else 0
-            )
         else:
             table, lost = drop_rows(table, first_per_key(table, step), f"dedup:{step}")
         dropped.append(lost)
@@ -272,13 +282,14 @@ def group_bucket(job: CurateJob, index: int, bucket: int, rows: pa.Table) -> dic
     else:
         keys = bucket_of(table.column(job.plan.passes[index + 1][0]), following.buckets)
     following.write(name, table, keys)
-    info = {"passed": table.num_rows, "dropped": save_dropped(job, name, dropped), "counts": counts}
+    info = {"rows": rows.num_rows, "dropped": save_dropped(job, name, dropped), "counts": counts}
     mark_done(job.work, name, info)
     return info
 
 
-def language_step(table: pa.Table, job: CurateJob) -> tuple[pa.Table, pa.Table]:
-    """Detect each distinct caption of the bucket once; annotate and filter every row."""
+def language_step(table: pa.Table, job: CurateJob) -> tuple[pa.Table, pa.Table, int]:
+    """Detect each distinct caption of the bucket once; annotate and filter every row.
+    Returns (kept, dropped, the number of texts detected)."""
     captions = table.column("caption")
     distinct = sorted(set(pc.unique(captions).to_pylist()))
     detections = detect_languages(distinct, workers=1)
@@ -286,7 +297,8 @@ def language_step(table: pa.Table, job: CurateJob) -> tuple[pa.Table, pa.Table]:
     table = table.set_column(table.schema.get_field_index("language"), "language", languages)
     column = table.schema.get_field_index("language_score")
     table = table.set_column(column, "language_score", scores)
-    return drop_rows(table, reasons.is_null().to_numpy(zero_copy_only=False), reasons)
+    kept, lost = drop_rows(table, reasons.is_null().to_numpy(zero_copy_only=False), reasons)
+    return kept, lost, len(distinct)
 
 
 def select_range(job: CurateJob, bucket: int, rows: pa.Table) -> dict[str, Any]:
@@ -304,10 +316,11 @@ def select_range(job: CurateJob, bucket: int, rows: pa.Table) -> dict[str, Any]:
     )  # fmt: skip
     table, lost = drop_rows(table, keep, "balance:over_threshold")
     location = storage.join(job.layout.selected, f"range-{bucket:05d}.parquet")
-    write_table(location, align(table), row_group_size=SELECTED_ROW_GROUP)
+    write_table(location, pair_rows(job, table), row_group_size=SELECTED_ROW_GROUP)
     selected = count_matches(table.column("matched").combine_chunks(), index)
     save_counts(job.counts_file("selected", bucket), selected)
-    info = {"kept": table.num_rows, "dropped": save_dropped(job, name, [lost])}
+    info = {"kept": table.num_rows, "rows": rows.num_rows}
+    info["dropped"] = save_dropped(job, name, [lost])
     mark_done(job.work, name, info)
     return info
 
@@ -344,42 +357,22 @@ def queries_path(config: PipelineConfig, layout: RunLayout) -> str:
     raise PipelineError("no query list: set curate.queries to a file of entries, one per line")
 
 
-def run_tasks(
-    executor: Executor,
-    progress: Progress,
-    calls: Callable[[], Any],
-) -> list[dict[str, Any]]:
-    """Drain an executor's results into the progress display; results by task position."""
-    results: dict[int, dict[str, Any]] = {}
-    for position, info in calls():
-        results[position] = info
-        dropped = sum(info.get("dropped", {}).values())
-        progress.part_done(rows=int(info.get("seen", info.get("passed", 0))), dropped=dropped)
-    return [results[k] for k in sorted(results)]
-
-
 def run_passes(job: CurateJob, executor: Executor, quiet: bool = False) -> list[dict[str, Any]]:
     """Every pass in order; returns every task's counts (from its marker when resumed)."""
     plan = job.plan
     infos: list[dict[str, Any]] = []
     with Progress("curate", "screen", len(plan.parts), quiet) as progress:
-        task = functools.partial(screen_part, job)
         parts = list(range(len(plan.parts)))
-        infos += run_tasks(executor, progress, functools.partial(executor.map, task, parts))
+        infos += progress.drain(executor.map(functools.partial(screen_part, job), parts))
+    buckets = list(range(plan.buckets))
     for index, (key, _steps) in enumerate(plan.passes):
         with Progress("curate", f"group by {key}", plan.buckets, quiet) as progress:
             reduce_fn = functools.partial(group_bucket, job, index)
-            buckets = list(range(plan.buckets))
-            calls = functools.partial(executor.reduce, job.exchange(index), reduce_fn, buckets)
-            infos += run_tasks(executor, progress, calls)
+            infos += progress.drain(executor.reduce(job.exchange(index), reduce_fn, buckets))
     save_counts(job.counts_file("matched"), sum_counts(job, "matched", plan.buckets))
     with Progress("curate", "balance", plan.ranges, quiet) as progress:
-        select = functools.partial(select_range, job)
-        ranges = list(range(plan.ranges))
-        exchange = job.exchange(len(plan.passes))
-        infos += run_tasks(
-            executor, progress, functools.partial(executor.reduce, exchange, select, ranges)
-        )
+        select, ranges = functools.partial(select_range, job), list(range(plan.ranges))
+        infos += progress.drain(executor.reduce(job.exchange(len(plan.passes)), select, ranges))
     return infos
 
 
@@ -408,7 +401,7 @@ def run_curate(config: PipelineConfig, quiet: bool = False) -> StageStats:
     if not is_done(layout.crawl_dir, "crawl"):
         raise PipelineError(f"no finished crawl in {layout.crawl_dir}: run the crawl first")
     queries = queries_path(config, layout)
-    entries = load_queries(queries)
+    entries = entry_index(queries).values.to_pylist()  # as counted: the matcher's order
     remove_stale_temporaries(layout.curate_dir)
     started = time.perf_counter()
     job = CurateJob(config, layout.root, queries, load_plan(config, layout))

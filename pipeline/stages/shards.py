@@ -33,7 +33,6 @@ import logging
 import math
 import tarfile
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -361,7 +360,8 @@ def exact_bucket(job: ShardsJob, bucket: int, rows: pa.Table) -> dict[str, Any]:
             bands = band_rows(rows.filter(mask), job.config.near_dup_radius)
             exchange = job.exchange("bands", BAND_SCHEMA)
             exchange.write(name, bands, band_bucket(bands, exchange.buckets))
-        mark_done(job.work, name, {"dropped": {"dedup:sha256": losers.num_rows}})
+        info = {"rows": rows.num_rows, "dropped": {"dedup:sha256": losers.num_rows}}
+        mark_done(job.work, name, info)
     return done_info(job.work, name)
 
 
@@ -384,7 +384,7 @@ def near_bucket(job: ShardsJob, bucket: int, rows: pa.Table) -> dict[str, Any]:
             schema=EDGE_SCHEMA,
         )
         write_table(storage.join(job.work, "edges", f"{name}.parquet"), edges)
-        mark_done(job.work, name, {"edges": edges.num_rows})
+        mark_done(job.work, name, {"rows": rows.num_rows, "edges": edges.num_rows})
     return done_info(job.work, name)
 
 
@@ -454,7 +454,7 @@ def write_part_shard(job: ShardsJob, shard: int, decisions: pa.Table) -> dict[st
     )
     stats = StageStats("shards")
     list(tally(rows, stats))
-    info = stats.to_dict()
+    info = stats.to_dict() | {"rows": len(rows)}
     mark_done(job.work, name, info)
     return info
 
@@ -462,27 +462,17 @@ def write_part_shard(job: ShardsJob, shard: int, decisions: pa.Table) -> dict[st
 # ------------------------------------------------------------------ the stage
 
 
-def drain(
-    executor_calls: Iterable[tuple[int, dict[str, Any]]], progress: Progress
-) -> list[dict[str, Any]]:
-    results: dict[int, dict[str, Any]] = {}
-    for position, info in executor_calls:
-        results[position] = info
-        progress.part_done(rows=int(info.get("rows", info.get("seen", 0))))
-    return [results[k] for k in sorted(results)]
-
-
 def dedup_images(job: ShardsJob, executor: Executor, sources: list[Source], quiet: bool) -> None:
     """Exact then near-duplicate image dedup over `sources` (see `spread_hashes`)."""
     with Progress("shards", "hash exchange", len(sources), quiet) as progress:
-        drain(executor.map(functools.partial(spread_hashes, job), sources), progress)
+        progress.drain(executor.map(functools.partial(spread_hashes, job), sources))
     buckets = list(range(job.buckets))
     with Progress("shards", "exact dedup", job.buckets, quiet) as progress:
         exchange = job.exchange("sha256", HASH_SCHEMA)
-        drain(executor.reduce(exchange, functools.partial(exact_bucket, job), buckets), progress)
+        progress.drain(executor.reduce(exchange, functools.partial(exact_bucket, job), buckets))
     with Progress("shards", "near-dup bands", job.buckets, quiet) as progress:
         exchange = job.exchange("bands", BAND_SCHEMA)
-        drain(executor.reduce(exchange, functools.partial(near_bucket, job), buckets), progress)
+        progress.drain(executor.reduce(exchange, functools.partial(near_bucket, job), buckets))
     resolve_near_duplicates(job)
 
 
@@ -490,11 +480,11 @@ def run_passes(job: ShardsJob, executor: Executor, quiet: bool) -> list[dict[str
     """Fetch, dedup and write; returns the download stats of each part and each shard's tally."""
     shards = list(range(job.plan.shards))
     with Progress("shards", "fetch", len(shards), quiet) as progress:
-        fetched = drain(executor.map(functools.partial(fetch_part, job), shards), progress)
+        fetched = progress.drain(executor.map(functools.partial(fetch_part, job), shards))
     dedup_images(job, executor, [(s, job.staged(s), s, 0) for s in shards], quiet)
     with Progress("shards", "write", len(shards), quiet) as progress:
         calls = executor.reduce(job.decisions(), functools.partial(write_part_shard, job), shards)
-        written = drain(calls, progress)
+        written = progress.drain(calls)
     return [*({"fetch": f["fetch"]} for f in fetched), *written]
 
 
@@ -678,8 +668,8 @@ def run_retry_failed(config: PipelineConfig, quiet: bool = False) -> StageStats:
         job = ShardsJob(cfg, layout.root, plan, max(8, math.ceil(rows / config.part_rows)))
         with stage_executor(config) as executor:
             with Progress("shards", "refetch", len(affected), quiet) as progress:
-                fetched = drain(
-                    executor.map(functools.partial(refetch_shard, job), affected), progress
+                fetched = progress.drain(
+                    executor.map(functools.partial(refetch_shard, job), affected)
                 )
             sources = [(i, parquet_path(folder, s), s, 0) for i, s in enumerate(shards)]
             sources += [(len(shards) + i, job.staged(s), s, 1) for i, s in enumerate(affected)]
@@ -688,7 +678,7 @@ def run_retry_failed(config: PipelineConfig, quiet: bool = False) -> StageStats:
                 calls = executor.reduce(
                     job.decisions(), functools.partial(rewrite_shard, job), affected
                 )
-                rewritten = drain(calls, progress)
+                rewritten = progress.drain(calls)
     stats = shard_folder_stats(folder)
     stats.counts.update({k: v for k, v in previous.counts.items() if not k.startswith("retry")})
     fetch = shards_stats([{"fetch": f["fetch"]} for f in fetched])

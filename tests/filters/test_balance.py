@@ -8,6 +8,7 @@ from collections import Counter
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from filters.balance import (
@@ -229,6 +230,22 @@ def test_balance_mask_equals_algorithm_1_pair_by_pair() -> None:
         assert mask.dtype == bool and mask.tolist() == reference_mask(pairs, counts, t, seed)
         assert mask[-1] and not mask[-2]
         assert mask.tolist() == [p.kept for p in balance(pairs, counts, t, seed)]
+
+
+def test_entry_numbers_count_and_balance_like_the_entries() -> None:
+    """The stage carries matched entries as numbers in the index: same counts, same mask."""
+    pairs = synthetic_pairs(3000, seed=8)
+    index = EntryIndex(sorted(count_entries(pairs)))
+    uids, matched = columnar(pairs)
+    numbers = index.ids(pc.list_flatten(matched)).astype(np.int32)
+    codes = pa.ListArray.from_arrays(matched.offsets, pa.array(numbers))
+    counts = count_matches(matched, index)
+    assert count_matches(codes, index).tolist() == counts.tolist()
+    for t, seed in ((50, 0), (20, 3)):
+        expected = balance_mask(uids, matched, counts, index, t, seed)
+        assert balance_mask(uids, codes, counts, index, t, seed).tolist() == expected.tolist()
+    head = index.subset(np.array([5, 2, 9]))
+    assert head.ids(pa.array([2, 9, 5, 7, -1, 10_000])).tolist() == [1, 2, 0, -1, -1, -1]
 
 
 @pytest.mark.parametrize("parts", [1, 2, 4])
