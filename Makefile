@@ -3,6 +3,8 @@
 #   make demo                       the whole chain on the sandbox web, then the report
 #   make crawl [SEEDS=file]         crawl the sandbox web, or real sites from a seeds file
 #   make crawl URLS=file.parquet    take candidates from an img2dataset-style URL list
+#   make crawl WAT='dir/*.wat.gz'   take them from Common Crawl WAT files: a file, folder, glob
+#                                   or paths file (wat.paths.gz); WARC=... for WARC files
 #   make shards                     curate the candidates, fetch images, write shards
 #   make shards RETRY_FAILED=1      refetch only the images an earlier run failed to download
 #   make train [NPROC=2]            train CLIP on the shards (torchrun when NPROC > 1)
@@ -18,18 +20,21 @@ BIN := $(VENV)/bin
 WORKDIR ?= runs/demo
 SEEDS ?=
 URLS ?=
+WAT ?=
+WARC ?=
 EXECUTOR ?=
 RAY_ADDRESS ?=
 RETRY_FAILED ?=
 # A new run without seeds is the sandbox demo, with the settings of configs/demo.toml; a run
 # folder that has a config.toml continues with it (the CLI loads it when CONFIG is empty).
-CONFIG ?= $(if $(SEEDS)$(URLS)$(wildcard $(WORKDIR)/config.toml),,configs/demo.toml)
+CONFIG ?= $(if $(SEEDS)$(URLS)$(WAT)$(WARC)$(wildcard $(WORKDIR)/config.toml),,configs/demo.toml)
 SET ?=
 NPROC ?= 1
 # Each SET word is single-quoted for the shell, so TOML strings keep their double quotes.
 quote = '$(subst ','\'',$(1))'
 ARGS := $(if $(CONFIG),--config $(CONFIG)) --workdir $(WORKDIR) \
         $(if $(SEEDS),--seeds $(SEEDS)) $(if $(URLS),--url-list $(URLS)) \
+        $(if $(WAT),--wat $(call quote,$(WAT))) $(if $(WARC),--warc $(call quote,$(WARC))) \
         $(if $(EXECUTOR),--executor $(EXECUTOR)) $(if $(RAY_ADDRESS),--ray-address $(RAY_ADDRESS)) \
         $(foreach s,$(SET),--set $(call quote,$(s)))
 RUN := $(BIN)/python -m pipeline
@@ -53,7 +58,7 @@ venv: $(BIN)/.installed ## create .venv and install the project (torch CPU first
 demo: venv ## crawl, curate, shard and train on the sandbox web, then print the report
 	$(RUN) demo $(ARGS)
 
-crawl: venv ## collect candidate pairs (sandbox web; SEEDS=file for real sites; URLS=list)
+crawl: venv ## collect candidate pairs (sandbox web; SEEDS=file for real sites; URLS=list; WAT/WARC=files)
 	$(RUN) crawl $(ARGS)
 
 curate: crawl ## text rules, dedup, query matching, language, balancing

@@ -1,7 +1,8 @@
 """`python -m pipeline <command>`: the one entry point the Makefile and users call.
 
     crawl    collect candidate pairs: the sandbox web, or real sites from --seeds, or the
-             rows of an img2dataset-style URL list (--url-list)
+             rows of an img2dataset-style URL list (--url-list), or Common Crawl archives
+             (--wat, --warc)
     curate   text rules, dedup, query matching, language, balancing
     shards   fetch the selected images and write webdataset shards
     train    stream the shards into the CLIP trainer (also under torchrun)
@@ -50,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--url-list", help="csv/tsv/jsonl/parquet of url, caption (--set crawl.url_list=FILE)"
     )
     parser.add_argument(
+        "--wat", help="Common Crawl WAT files: file, folder, glob or wat.paths.gz (crawl.wat)"
+    )
+    parser.add_argument(
+        "--warc", help="WARC files of HTML responses: file, folder, glob or paths file (crawl.warc)"
+    )
+    parser.add_argument(
         "--executor", choices=("local", "ray"),
         help="where the parts run: local processes or a Ray cluster (--set executor.kind=...)",
     )  # fmt: skip
@@ -78,6 +85,9 @@ def resolve_config(args: argparse.Namespace) -> PipelineConfig:
         overrides.append(f"crawl.seeds={_toml_string(args.seeds)}")
     if args.url_list:
         overrides.append(f"crawl.url_list={_toml_string(args.url_list)}")
+    for kind in ("wat", "warc"):
+        if getattr(args, kind):
+            overrides.append(f"crawl.{kind}={_toml_string(getattr(args, kind))}")
     if args.executor:
         overrides.append(f"executor.kind={_toml_string(args.executor)}")
     if args.ray_address:

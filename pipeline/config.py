@@ -22,6 +22,7 @@ from pipeline import storage
 from pipeline.io import write_text
 
 EXECUTORS = ("local", "ray")
+CRAWL_SOURCES = ("seeds", "url_list", "wat", "warc")  # at most one; none means the sandbox
 LANGUAGE_ENGINES = ("langdetect", "none")
 
 
@@ -67,6 +68,13 @@ class CrawlConfig:
     url_list: str = ""
     url_col: str = "url"
     caption_col: str = "caption"
+    # Common Crawl archives read instead of crawling: WAT metadata or WARC responses. Each is a
+    # file, a folder, a glob, or a paths file (`*.paths`, `*.paths.gz`) of archive_base-relative
+    # paths, the way Common Crawl lists a crawl's files.
+    wat: str = ""
+    warc: str = ""
+    archive_base: str = "https://data.commoncrawl.org/"  # or s3://commoncrawl/, a mirror
+    max_archive_files: int = 0  # read only the first N input files; 0 reads them all
     max_pages: int = 2000
     max_depth: int = 6
     max_pages_per_host: int = 1000
@@ -91,8 +99,14 @@ class CrawlConfig:
             "timeout", "max_page_bytes", "max_url_length",
         )  # fmt: skip
         errors += _non_negative(
-            self, "max_depth", "per_host_delay", "retries", "backoff", "max_redirects"
-        )
+            self, "max_depth", "per_host_delay", "retries", "backoff", "max_redirects",
+            "max_archive_files",
+        )  # fmt: skip
+        sources = [name for name in CRAWL_SOURCES if getattr(self, name)]
+        if len(sources) > 1:
+            errors.append(
+                (sources[1], f"give one source of candidates, not {' and '.join(sources)}")
+            )
         return errors
 
 

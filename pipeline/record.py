@@ -77,6 +77,9 @@ class Pair:
     # --- shard placement
     key: str | None = None  # webdataset sample key, `{shard:05d}{index:04d}`
     shard: int | None = None
+    # --- optional text of the <img>, where the source records it (MetaCLIP keeps both)
+    title: str | None = None  # the `title` attribute
+    image_title: str | None = None  # the `data-image-title` attribute
 
     def __post_init__(self) -> None:
         if not self.uid:
@@ -129,6 +132,8 @@ PAIR_SCHEMA = pa.schema(
         pa.field("phash", pa.uint64()),
         pa.field("key", pa.string()),
         pa.field("shard", pa.int32()),
+        pa.field("title", pa.string()),
+        pa.field("image_title", pa.string()),
     ]
 )
 

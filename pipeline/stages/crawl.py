@@ -1,13 +1,16 @@
 """Stage 1: collect candidate (image URL, alt text) pairs as parts.
 
-From pages crawled from `crawl.seeds` (a file of URLs, one per line), or from the rows of
+From pages crawled from `crawl.seeds` (a file of URLs, one per line), from the rows of
 img2dataset-style URL lists (`crawl.url_list`: a file, a folder of them, or a glob; local
-or on object storage). With neither, the sandbox web is served on loopback and crawled,
-and its query list and held-out set are written beside the run for the later stages.
+or on object storage), or from Common Crawl archives (`crawl.wat`, `crawl.warc`: the same,
+or a paths file such as `wat.paths.gz` whose lines are joined to `crawl.archive_base`).
+With none, the sandbox web is served on loopback and crawled, and its query list and
+held-out set are written beside the run for the later stages.
 
 Output: `crawl/parts/part-FFFFF-NNNNN.parquet`, at most `part_rows` rows each, in
-`PAIR_SCHEMA`, each with its marker. A URL list is read by one task per input file (file
-F of the sorted inputs), spread over the executor; a finished file is skipped on resume,
+`PAIR_SCHEMA`, each with its marker. URL lists and archives are read by one task per
+input file (file F of the sorted inputs, or of the paths file in its order), spread over
+the executor; a finished file is skipped on resume (its marker records which file it was),
 and so is every finished part of a file that was cut short.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import glob
+import gzip
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -24,9 +28,11 @@ from typing import Any
 from crawlers.pages import crawl, normalize_seeds
 from crawlers.urllist import FORMATS, read_url_batches
 from crawlers.urls import InvalidURLError
+from crawlers.warc import read_warc_batches
+from crawlers.wat import read_wat_batches
 from executors import make_executor
 from pipeline import storage
-from pipeline.config import PipelineConfig, save_config
+from pipeline.config import CrawlConfig, PipelineConfig, save_config
 from pipeline.errors import PipelineError
 from pipeline.io import done_info, is_done, mark_done, remove_stale_temporaries, write_text
 from pipeline.layout import RunLayout
@@ -39,6 +45,9 @@ from sandbox.concepts import query_list
 from sandbox.heldout import write_heldout
 
 log = logging.getLogger(__name__)
+
+PATHS_SUFFIXES = (".paths", ".paths.gz")  # Common Crawl's lists of a crawl's files
+ARCHIVE_SUFFIXES = {"wat": (".wat", ".wat.gz"), "warc": (".warc", ".warc.gz")}
 
 
 def read_seeds(path: str | Path) -> list[str]:
@@ -58,8 +67,9 @@ def read_seeds(path: str | Path) -> list[str]:
     return seeds
 
 
-def url_list_files(spec: str) -> list[str]:
-    """The input files named by `crawl.url_list`: a file, a folder of lists, or a glob."""
+def input_files(spec: str, wanted: Callable[[str], bool], what: str) -> list[str]:
+    """The files named by `spec`, sorted: a file, a folder's files that `wanted` keeps, or a
+    glob (local or remote)."""
     if any(ch in spec for ch in "*?["):
         if storage.is_remote(spec):
             fs = storage.filesystem(spec)
@@ -68,18 +78,50 @@ def url_list_files(spec: str) -> list[str]:
         else:
             files = glob.glob(spec)
     elif storage.is_dir(spec):
-        files = [
-            f
-            for f in storage.list_files(spec)
-            if f.rsplit(".", 1)[-1].lower() in (*FORMATS, "json")
-        ]
+        files = [f for f in storage.list_files(spec) if wanted(f)]
     elif storage.is_file(spec):
         files = [spec]
     else:
-        raise PipelineError(f"URL list not found: {spec}")
+        raise PipelineError(f"{what} not found: {spec}")
     if not files:
-        raise PipelineError(f"no URL list files match {spec}")
+        raise PipelineError(f"no {what} files match {spec}")
     return sorted(files)
+
+
+def url_list_files(spec: str) -> list[str]:
+    """The input files named by `crawl.url_list`: a file, a folder of lists, or a glob."""
+    suffixes = (*FORMATS, "json")
+    return input_files(spec, lambda f: f.rsplit(".", 1)[-1].lower() in suffixes, "URL list")
+
+
+def archive_files(cfg: CrawlConfig, kind: str) -> list[str]:
+    """The archives named by `crawl.wat` or `crawl.warc` (`kind`): a paths file's entries in
+    its order, else a file, a folder's `.wat[.gz]` / `.warc[.gz]` files or a glob, sorted;
+    the first `max_archive_files` of them when that is set."""
+    spec: str = getattr(cfg, kind)
+    if spec.lower().endswith(PATHS_SUFFIXES) and storage.is_file(spec):
+        files = paths_file_entries(spec, cfg.archive_base)
+    else:
+        suffixes = ARCHIVE_SUFFIXES[kind]
+        files = input_files(spec, lambda f: f.lower().endswith(suffixes), f"{kind.upper()} input")
+    return files[: cfg.max_archive_files] if cfg.max_archive_files else files
+
+
+def paths_file_entries(spec: str, base: str) -> list[str]:
+    """A Common Crawl paths file (`wat.paths.gz`): one path a line, joined to `base`
+    (a line that is already a URL is kept as it is)."""
+    try:
+        data = storage.read_bytes(spec)
+        text = (gzip.decompress(data) if spec.lower().endswith(".gz") else data).decode("utf-8")
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise PipelineError(f"cannot read paths file {spec}: {exc}") from None
+    entries = [line.strip() for line in text.splitlines()]
+    entries = [e for e in entries if e and not e.startswith("#")]
+    if not entries:
+        raise PipelineError(f"paths file lists no files: {spec}")
+    if not base and any("://" not in e for e in entries):
+        raise PipelineError(f"{spec}: relative paths need crawl.archive_base (a URL or folder)")
+    return [e if "://" in e else storage.join(base, e.lstrip("/")) for e in entries]
 
 
 def read_list_file(config: PipelineConfig, files: tuple[str, ...], index: int) -> dict[str, Any]:
@@ -102,15 +144,65 @@ def read_url_lists(config: PipelineConfig, stats: StageStats, quiet: bool) -> in
     """Read every URL list file into parts; returns the number of candidates."""
     files = tuple(url_list_files(config.crawl.url_list))
     task: Callable[[int], dict[str, Any]] = functools.partial(read_list_file, config, files)
+    run_file_tasks(config, task, len(files), "read URL lists", stats, quiet)
+    return stats.kept
+
+
+def read_archive_file(
+    config: PipelineConfig, kind: str, files: tuple[str, ...], index: int
+) -> dict[str, Any]:
+    """One task: WAT or WARC file `index` -> parts `part-<index>-NNNNN` (resumable)."""
+    layout = RunLayout(config.root)
+    name = f"{kind}-{index:05d}"
+    if is_done(layout.candidates, name):
+        info = done_info(layout.candidates, name)
+        if info.get("file") != files[index]:
+            raise PipelineError(
+                f"input {index} was {info.get('file')} when this run began and is now "
+                f"{files[index]}: resume with the same inputs, or use a new workdir"
+            )
+        return info
+    stats = StageStats("crawl")
+    read = read_wat_batches if kind == "wat" else read_warc_batches
+    with PartWriter(layout.candidates, f"part-{index:05d}", config.part_rows) as parts:
+        for table in read(files[index], stats, config.crawl.respect_robots):
+            parts.write(table)
+    info = stats.to_dict() | {"parts": parts.parts, "rows": parts.rows, "file": files[index]}
+    mark_done(layout.candidates, name, info)
+    return info
+
+
+def read_archives(config: PipelineConfig, stats: StageStats, quiet: bool) -> int:
+    """Read every WAT or WARC file into parts; returns the number of candidates."""
+    kind = "wat" if config.crawl.wat else "warc"
+    files = tuple(archive_files(config.crawl, kind))
+    task: Callable[[int], dict[str, Any]] = functools.partial(
+        read_archive_file, config, kind, files
+    )
+    infos = run_file_tasks(config, task, len(files), f"read {kind.upper()} files", stats, quiet)
+    return sum(int(info["rows"]) for info in infos)
+
+
+def run_file_tasks(
+    config: PipelineConfig,
+    task: Callable[[int], dict[str, Any]],
+    count: int,
+    label: str,
+    stats: StageStats,
+    quiet: bool,
+) -> list[dict[str, Any]]:
+    """Run `task` for input files 0..count-1 on the executor, merging their stats."""
     executor = make_executor(
         config.executor.kind, config.executor.workers, config.executor.ray_address,
         preload=["pipeline.stages.crawl"],
     )  # fmt: skip
-    with executor, Progress("crawl", "read URL lists", len(files), quiet) as progress:
-        for _, info in executor.map(task, list(range(len(files)))):
+    infos = []
+    with executor, Progress("crawl", label, count, quiet) as progress:
+        for _, info in executor.map(task, list(range(count))):
             stats.merge(StageStats.from_dict(info))
             progress.part_done(rows=int(info["seen"]), dropped=int(info["seen"] - info["kept"]))
-    return stats.kept
+            infos.append(info)
+    return infos
 
 
 def write_candidates(config: PipelineConfig, layout: RunLayout, pairs: list[Pair]) -> int:
@@ -129,6 +221,8 @@ def run_crawl(config: PipelineConfig, quiet: bool = False) -> StageStats:
     with Timer() as timer:
         if config.crawl.url_list:
             rows = read_url_lists(config, stats, quiet)
+        elif config.crawl.wat or config.crawl.warc:
+            rows = read_archives(config, stats, quiet)
         elif uses_sandbox(config):
             rows = write_candidates(config, layout, _crawl_sandbox(config, layout, stats))
         else:
@@ -137,11 +231,11 @@ def run_crawl(config: PipelineConfig, quiet: bool = False) -> StageStats:
     stats.seconds = timer.seconds
     stats.counts["candidates"] = rows  # the crawler may have counted them already
     if rows == 0:
-        why = (
-            "the URL lists have no row with a URL"
-            if config.crawl.url_list
-            else ("no page gave an <img> with alt text (see crawl_stats.json for the pages' fates)")
-        )
+        if config.crawl.url_list:
+            why = "the URL lists have no row with a URL"
+        else:
+            what = "archived page" if config.crawl.wat or config.crawl.warc else "page"
+            why = f"no {what} gave an <img> with alt text (see crawl_stats.json for their fates)"
         log.warning("crawl: no candidates: %s", why)
     stats.save(layout.stats_file("crawl"))
     save_config(config, storage.join(layout.crawl_dir, "config.toml"))

@@ -13,15 +13,15 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 from pipeline import storage
-from pipeline.config import PipelineConfig
+from pipeline.config import CRAWL_SOURCES, PipelineConfig
 from pipeline.io import read_json, write_json
 from pipeline.layout import RunLayout
 from sandbox.server import SandboxError, SandboxWeb, serve_in_thread
 
 
 def uses_sandbox(config: PipelineConfig) -> bool:
-    """A run without seeds or a URL list crawls the embedded sandbox web."""
-    return not (config.crawl.seeds or config.crawl.url_list)
+    """A run without seeds, a URL list or Common Crawl archives crawls the sandbox web."""
+    return not any(getattr(config.crawl, name) for name in CRAWL_SOURCES)
 
 
 def recorded_ports(layout: RunLayout) -> list[int] | None:
