@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import storage
+from pipeline.hashing import mix64
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -116,18 +117,6 @@ def hash_keys(keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
     raw = values.cast(pa.binary()).to_pylist()
     crc = np.fromiter(map(zlib.crc32, raw), dtype=np.uint64, count=len(raw))
     return mix64(crc)
-
-
-def mix64(values: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser: a bijection of uint64 that spreads every input bit."""
-    z = values.astype(np.uint64, copy=True)
-    with np.errstate(over="ignore"):
-        z ^= z >> np.uint64(30)
-        z *= np.uint64(0xBF58476D1CE4E5B9)
-        z ^= z >> np.uint64(27)
-        z *= np.uint64(0x94D049BB133111EB)
-        z ^= z >> np.uint64(31)
-    return z
 
 
 class Executor(abc.ABC):

@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.hashing import mix64
 from pipeline.record import Pair
 
 UID_HEX_DIGITS = 32  # an md5 hex digest
@@ -53,18 +54,6 @@ def blocks(total: int, size: int) -> Iterator[slice]:
     """Consecutive slices of at most `size` covering range(total)."""
     for start in range(0, total, size):
         yield slice(start, min(start + size, total))
-
-
-def _mix64(values: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser (`mix64`): a bijection of uint64 that spreads every input bit.
-    A copy of `executors.base.mix64`, as filters do not import executors."""
-    z = values.astype(np.uint64, copy=True)
-    z ^= z >> np.uint64(30)
-    z *= np.uint64(0xBF58476D1CE4E5B9)
-    z ^= z >> np.uint64(27)
-    z *= np.uint64(0x94D049BB133111EB)
-    z ^= z >> np.uint64(31)
-    return z
 
 
 def blake64(texts: Iterable[str | None]) -> np.ndarray:
@@ -253,13 +242,13 @@ class EntryIndex:
 
 def entry_keys(entry64: np.ndarray, seed: int) -> np.ndarray:
     """The per-entry half of the coin: mix64(entry64 ^ mix64(seed))."""
-    seed_word = _mix64(np.array([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))
-    return _mix64(np.asarray(entry64, dtype=np.uint64) ^ seed_word)
+    seed_word = mix64(np.array([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))
+    return mix64(np.asarray(entry64, dtype=np.uint64) ^ seed_word)
 
 
 def coins_from_keys(uid64: np.ndarray, keys: np.ndarray) -> np.ndarray:
     """float64 in [0, 1): the top 53 bits of mix64(uid64 ^ key), scaled by 2**-53."""
-    mixed = _mix64(np.asarray(uid64, dtype=np.uint64) ^ keys)
+    mixed = mix64(np.asarray(uid64, dtype=np.uint64) ^ keys)
     return (mixed >> COIN_SHIFT).astype(np.float64) * COIN_SCALE
 
 
