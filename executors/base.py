@@ -35,7 +35,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 BUCKET_COLUMN = "__bucket"
 SPILL_COMPRESSION = "none"  # exchange files are read once, soon: fast beats small
-EXECUTORS = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -150,18 +149,3 @@ def read_bucket_task(job: tuple[Callable[[int, pa.Table], Any], Exchange, int]) 
     """A reduce call as an ordinary task: read the bucket from every file, then `fn`."""
     fn, exchange, bucket = job
     return fn(bucket, exchange.read_bucket(bucket))
-
-
-def make_executor(
-    kind: str, workers: int, address: str = "", preload: Sequence[str] = ()
-) -> Executor:
-    """The executor a stage runs on: "local" (process pool) or "ray" (cluster at `address`)."""
-    if kind == "local":
-        from executors.local import LocalExecutor
-
-        return LocalExecutor(workers, preload=preload)
-    if kind == "ray":
-        from executors.ray import RayExecutor
-
-        return RayExecutor(address=address or "auto", workers=workers)
-    raise ValueError(f"unknown executor {kind!r}; choose from {', '.join(EXECUTORS)}")
