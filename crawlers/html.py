@@ -3,11 +3,20 @@
 `extract` never raises on malformed markup: lexbor builds a tree for any input, the way a
 browser does. Bytes are decoded by a byte-order mark, else the HTTP charset, else a
 `<meta charset>` / `http-equiv` declaration in the first 4 KiB, else UTF-8 with
-replacement characters.
+replacement characters. Encoding labels mean what the WHATWG Encoding Standard says
+(`iso-8859-1`, `latin1` and `us-ascii` are windows-1252, `gb2312` is gb18030...).
+
+Its work is linear in the page: lexbor's tree building costs the depth of the open
+elements per tag, so elements nested deeper than `MAX_DEPTH` (512, Chromium's limit) are
+flattened before parsing: their start and end tags are dropped, their content (images,
+links, text) stays, held by the element at the limit.
 
 Each `<img>` gives at most one `ImageRef`. Its URL is the largest `data-srcset`/`srcset`
 candidate, else a lazy-loading attribute (`data-src`, `data-original`, `data-lazy-src`),
-else `src`; `data:` URIs and non-http(s) schemes are skipped. Its alt is the attribute as
+else `src`, else (an `<img>` in a `<picture>` with only a placeholder) the largest
+candidate of the first `<source>` srcset that has one; `data:` URIs and non-http(s)
+schemes are skipped. Declared `width`/`height` are read as browsers read dimensions: leading
+digits ("100", "100px" are 100), nothing for a percentage or no digits. Its alt is the attribute as
 written with entities decoded and ASCII whitespace collapsed; an `<img>` without alt gives
 alt "" (still a candidate: curation drops it with a reason).
 """
@@ -16,12 +25,12 @@ from __future__ import annotations
 
 import codecs
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from urllib.parse import urljoin
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
-from crawlers.urls import InvalidURLError, normalize_url
+from crawlers.urls import InvalidURLError, ReferenceResolver
 
 LAZY_SRC_ATTRS = ("data-src", "data-original", "data-lazy-src")
 LAZY_SRCSET_ATTRS = ("data-srcset", "data-lazy-srcset")
@@ -31,6 +40,21 @@ IMAGE_OPT_OUT = frozenset({"noai", "noimageai", "noimageindex"})
 
 _WHITESPACE = re.compile(r"[ \t\n\r\f]+")
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.I)
+_DIMENSION = re.compile(r"[ \t\n\r\f]*([0-9]+)(?:\.[0-9]*)?(%?)")
+MAX_DIMENSION = 2**31 - 1  # an int32 column
+# WHATWG Encoding Standard labels whose decoder is not the Python codec of that name
+_WHATWG_CODECS = {
+    "iso8859-1": "cp1252",  # latin1, iso-8859-1, l1...
+    "ascii": "cp1252",  # us-ascii
+    "iso8859-9": "cp1254",
+    "iso8859-11": "cp874",
+    "tis-620": "cp874",
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "euc_kr": "cp949",
+    "shift_jis": "cp932",
+    "big5": "big5hkscs",
+}
 _BOMS = (
     (codecs.BOM_UTF8, "utf-8"),
     (codecs.BOM_UTF16_LE, "utf-16"),
@@ -69,21 +93,138 @@ def is_html(content_type: str | None, body: bytes = b"") -> bool:
     return head.startswith((b"<!doctype html", b"<html"))
 
 
-def extract(html: bytes, page_url: str, content_type: str | None = None) -> PageContent:
-    """Parse a page: images (with alt), followable links, declared language."""
-    tree = LexborHTMLParser(decode_html(html, content_type))
+def extract(
+    html: bytes, page_url: str, content_type: str | None = None, *, links: bool = True
+) -> PageContent:
+    """Parse a page: images (with alt), followable links (unless `links` is False, for
+    readers that never follow them), declared language."""
+    tree = LexborHTMLParser(cap_nesting(decode_html(html, content_type)))
     base = base_url(tree, page_url)
+    resolver = ReferenceResolver(base)
     content = PageContent(url=base, lang=page_language(tree))
     content.robots = robots_directives(tree)
     for node in tree.css("img"):
-        ref = image_ref(node, base)
+        ref = image_ref(node, resolver)
         if ref is None:
             content.images_skipped += 1
         else:
             content.images.append(ref)
-    if "nofollow" not in content.robots and "none" not in content.robots:
-        content.links = page_links(tree, base)
+    if links and "nofollow" not in content.robots and "none" not in content.robots:
+        content.links = page_links(tree, resolver)
     return content
+
+
+# ---------------------------------------------------------------- nesting
+
+# `<`, then a comment (swallowed whole) or a tag name with its `/` if it is an end tag
+_TAG = re.compile(r"<(?:!--.*?(?:-->|\Z)|(/?[A-Za-z][^\t\n\f\r />]*))", re.S)
+MAX_DEPTH = 512
+# elements whose content is not markup (or is foreign markup): skipped to their end tag
+_OPAQUE = frozenset(
+    ["script", "style", "textarea", "title", "xmp", "iframe", "noembed", "noframes", "svg", "math"]
+)
+# void elements, the ones a sibling closes (`<a>` too: an `<a>` closes the open one), the
+# singletons: never counted as open, never dropped (a link keeps its href at any depth)
+_UNCOUNTED = frozenset(
+    [
+        "a",
+        "area",
+        "base",
+        "br",
+        "col",
+        "embed",
+        "hr",
+        "img",
+        "input",
+        "link",
+        "meta",
+        "param",
+        "source",
+        "track",
+        "wbr",
+        "keygen",
+        "frame",
+        "basefont",
+        "bgsound",
+        "image",
+        "p",
+        "li",
+        "dt",
+        "dd",
+        "option",
+        "optgroup",
+        "tr",
+        "td",
+        "th",
+        "tbody",
+        "thead",
+        "tfoot",
+        "rb",
+        "rt",
+        "rp",
+        "rtc",
+        "colgroup",
+        "caption",
+        "html",
+        "head",
+        "body",
+    ]
+)
+_UNCOUNTED_TOKENS = _UNCOUNTED | {"/" + name for name in _UNCOUNTED}
+_END_TAG_REACH = 64  # how far down the open elements an end tag looks for its start tag
+
+
+def cap_nesting(text: str, max_depth: int = MAX_DEPTH) -> str:
+    """`text` with the start and end tags of elements nested deeper than `max_depth`
+    removed; `text` itself (the same object) when nothing is that deep."""
+    if text.count("<") <= max_depth:
+        return text
+    tokens = _TAG.findall(text)
+    if next(deep_tags(tokens, max_depth), None) is None:
+        return text
+    drop = set(deep_tags(tokens, max_depth))
+    pieces, last = [], 0
+    for index, match in enumerate(_TAG.finditer(text)):
+        if index in drop:
+            end = text.find(">", match.end())
+            pieces.append(text[last : match.start()])
+            last = len(text) if end < 0 else end + 1
+    pieces.append(text[last:])
+    return "".join(pieces)
+
+
+def deep_tags(tokens: list[str], max_depth: int) -> Iterator[int]:
+    """Indices of the tag tokens (`name` or `/name`, "" for a comment) that open or close an
+    element deeper than `max_depth`, tracking the open elements the way a parser does,
+    roughly: an end tag closes the nearest open element of its name, if one is near."""
+    stack: list[str] = []
+    opaque = ""
+    for index, token in enumerate(tokens):
+        if not token or token in _UNCOUNTED_TOKENS:
+            continue
+        name = token.lower().lstrip("/")
+        if opaque:
+            opaque = "" if token[0] == "/" and name == opaque else opaque
+        elif token[0] == "/":
+            at = open_element(stack, name)
+            if at is not None:
+                del stack[at:]
+                if at >= max_depth:
+                    yield index
+        elif name in _OPAQUE:
+            opaque = name
+        elif name not in _UNCOUNTED:
+            if len(stack) >= max_depth:
+                yield index
+            stack.append(name)
+
+
+def open_element(stack: list[str], name: str) -> int | None:
+    """Position of the nearest open `name` among the top `_END_TAG_REACH`, else None."""
+    if stack and stack[-1] == name:
+        return len(stack) - 1
+    top = stack[-_END_TAG_REACH:][::-1]
+    return len(stack) - 1 - top.index(name) if name in top else None
 
 
 # ---------------------------------------------------------------- decoding
@@ -101,10 +242,12 @@ def charset_from_content_type(content_type: str | None) -> str | None:
 
 
 def known_codec(name: str) -> str | None:
+    """The Python codec that decodes the encoding label `name` as browsers do, or None."""
     try:
-        return codecs.lookup(name).name
+        codec = codecs.lookup(name).name
     except LookupError:
         return None
+    return _WHATWG_CODECS.get(codec, codec)
 
 
 def decode_html(html: bytes, content_type: str | None = None) -> str:
@@ -161,14 +304,15 @@ def robots_directives(tree: LexborHTMLParser) -> frozenset[str]:
     return frozenset(found)
 
 
-def page_links(tree: LexborHTMLParser, base: str) -> list[str]:
+def page_links(tree: LexborHTMLParser, resolver: ReferenceResolver) -> list[str]:
     """Absolute http(s) URLs of `<a href>` without rel=nofollow, in page order."""
     links = []
     for node in tree.css("a[href]"):
-        rel = (node.attributes.get("rel") or "").lower().split()
-        if "nofollow" in rel:
+        attrs = node.attributes
+        rel = attrs.get("rel")
+        if rel and "nofollow" in rel.lower().split():
             continue
-        url = absolute_url(node.attributes.get("href") or "", base)
+        url = absolute_url(attrs.get("href") or "", resolver)
         if url is not None:
             links.append(url)
     return links
@@ -177,14 +321,12 @@ def page_links(tree: LexborHTMLParser, base: str) -> list[str]:
 # ---------------------------------------------------------------- images
 
 
-def image_ref(node: LexborNode, base: str) -> ImageRef | None:
+def image_ref(node: LexborNode, resolver: ReferenceResolver) -> ImageRef | None:
     """The `ImageRef` of one `<img>` node, or None when it has no usable URL."""
     attrs = node.attributes
-    url = None
-    for candidate in image_url_candidates(attrs):
-        url = absolute_url(candidate, base)
-        if url is not None:
-            break
+    url = first_url(image_url_candidates(attrs), resolver)
+    if url is None:
+        url = first_url(picture_candidates(node), resolver)
     if url is None:
         return None
     raw_alt = attrs.get("alt")
@@ -196,6 +338,30 @@ def image_ref(node: LexborNode, base: str) -> ImageRef | None:
         width=_dimension(attrs.get("width")),
         height=_dimension(attrs.get("height")),
     )
+
+
+def first_url(candidates: list[str], resolver: ReferenceResolver) -> str | None:
+    """The first candidate that resolves to an http(s) URL."""
+    for candidate in candidates:
+        url = absolute_url(candidate, resolver)
+        if url is not None:
+            return url
+    return None
+
+
+def picture_candidates(node: LexborNode) -> list[str]:
+    """The largest srcset candidate of each `<source>` of the `<picture>` holding `node`."""
+    parent = node.parent
+    if parent is None or parent.tag != "picture":
+        return []
+    candidates = []
+    for source in parent.iter():
+        if source.tag == "source":
+            for name in (*LAZY_SRCSET_ATTRS, "srcset"):
+                largest = largest_srcset_candidate(source.attributes.get(name) or "")
+                if largest:
+                    candidates.append(largest)
+    return candidates
 
 
 def image_url_candidates(attrs: dict[str, str | None]) -> list[str]:
@@ -254,19 +420,23 @@ def largest_srcset_candidate(srcset: str) -> str | None:
     return max(candidates, key=lambda c: (c[1], c[2]))[0]
 
 
-def absolute_url(reference: str, base: str) -> str | None:
+def absolute_url(reference: str, base: str | ReferenceResolver) -> str | None:
     """`reference` resolved against `base` and normalised; None unless it is http(s)."""
     reference = reference.strip()
-    if not reference or reference.lower().startswith(("data:", "javascript:", "mailto:")):
+    if not reference or reference[:11].lower().startswith(("data:", "javascript:", "mailto:")):
         return None
+    resolver = ReferenceResolver(base) if isinstance(base, str) else base
     try:
-        return normalize_url(urljoin(base, reference))
+        return resolver.resolve(reference)
     except (InvalidURLError, ValueError):
         return None
 
 
 def _dimension(value: str | None) -> int | None:
-    if not value:
+    """A declared width or height as browsers read it: leading digits after whitespace
+    ("100", "100px", "100.5" give 100); None for a percentage, no digits, or over int32."""
+    match = _DIMENSION.match(value or "")
+    if match is None or match.group(2):
         return None
-    digits = value.strip().removesuffix("px")
-    return int(digits) if digits.isdigit() and len(digits) < 7 else None
+    digits = match.group(1).lstrip("0") or "0"
+    return int(digits) if len(digits) <= 10 and int(digits) <= MAX_DIMENSION else None

@@ -9,7 +9,9 @@ What is true as a crawl runs:
   not skipped for a Crawl-delay over `max_crawl_delay`, and it is within the depth,
   per-host and total page caps;
 - the crawl ends: pages are capped in total and per host, depth is capped, and trap-like
-  URLs (too long, too deep, a repeated path segment) are never queued.
+  URLs (too long, too deep, a repeated path segment) are never queued;
+- pages are parsed in a small pool of processes (`PARSE_WORKERS`), never on the event
+  loop, so fetches in flight keep going while a large or pathological page is parsed.
 
 Drop reasons: robots_disallowed, http_<status>, not_html, redirect_loop,
 too_many_redirects, timeout, connection_error, too_large, trap, max_depth,
@@ -21,13 +23,15 @@ duplicate_links, offsite_links, images_opted_out, robots_fetches.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import multiprocessing
 import time
 
 import aiohttp
 
 from crawlers.fetch import FetchOptions, FetchResult, fetch, session_for
 from crawlers.frontier import DROP_CRAWL_DELAY, FrontierEntry, HostFrontier
-from crawlers.html import IMAGE_OPT_OUT, extract, is_html
+from crawlers.html import IMAGE_OPT_OUT, PageContent, extract, is_html
 from crawlers.robots import RobotsCache
 from crawlers.urls import InvalidURLError, host_key, normalize_url, trap_reason
 from pipeline.config import CrawlConfig
@@ -39,6 +43,13 @@ DROP_NOT_HTML = "not_html"
 DROP_TRAP = "trap"
 DROP_MAX_PAGES = "max_pages"
 DROP_REDIRECT_DUPLICATE = "redirect_duplicate"
+PARSE_WORKERS = 2  # processes parsing pages for one crawl
+
+
+def parse_pool(workers: int = PARSE_WORKERS) -> concurrent.futures.ProcessPoolExecutor:
+    """Processes (from the forkserver) that run `extract` for the crawl's event loop."""
+    context = multiprocessing.get_context("forkserver")
+    return concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
 
 
 def normalize_seeds(seeds: list[str]) -> list[str]:
@@ -59,9 +70,14 @@ class PageCrawler:
     """One crawl: a frontier, a robots cache, a session, and the pairs found so far."""
 
     def __init__(
-        self, session: aiohttp.ClientSession, config: CrawlConfig, stats: StageStats
+        self,
+        session: aiohttp.ClientSession,
+        config: CrawlConfig,
+        stats: StageStats,
+        parser: concurrent.futures.Executor,
     ) -> None:
         self.session = session
+        self.parser = parser
         self.config = config
         self.stats = stats
         self.options = FetchOptions.for_crawl(config)
@@ -145,8 +161,16 @@ class PageCrawler:
         self.stats.count("retries", result.retries)
         reason = result.failure() or self.unusable(result, entry)
         if reason is None:
-            self.collect(result, entry.depth)
+            self.collect(await self.parse(result), result.final_url, entry.depth)
         return reason
+
+    async def parse(self, result: FetchResult) -> PageContent:
+        """`extract` of a fetched page, run in the parser pool."""
+        loop = asyncio.get_running_loop()
+        content_type = result.headers.get("Content-Type")
+        return await loop.run_in_executor(
+            self.parser, extract, result.body, result.final_url, content_type
+        )
 
     def unusable(self, result: FetchResult, entry: FrontierEntry) -> str | None:
         """Why a fetched 2xx page is not parsed: a redirect to a URL already seen, or
@@ -177,9 +201,8 @@ class PageCrawler:
             return DROP_ROBOTS
         return None
 
-    def collect(self, result: FetchResult, depth: int) -> None:
-        """Turn a fetched HTML page into pairs and queue its links."""
-        content = extract(result.body, result.final_url, result.headers.get("Content-Type"))
+    def collect(self, content: PageContent, page_url: str, depth: int) -> None:
+        """Turn a parsed HTML page into pairs and queue its links."""
         self.stats.count("images_found", len(content.images) + content.images_skipped)
         self.stats.count("links_found", len(content.links))
         if self.config.respect_robots and content.robots & IMAGE_OPT_OUT:
@@ -190,9 +213,11 @@ class PageCrawler:
                     Pair(
                         url=image.url,
                         caption=image.alt,
-                        page_url=result.final_url,
+                        page_url=page_url,
                         source="crawl",
                         page_lang=content.lang,
+                        declared_width=image.width,
+                        declared_height=image.height,
                     )
                 )
             self.stats.count("candidates", len(content.images))
@@ -212,8 +237,9 @@ async def crawl_pages(
     """
     start = time.perf_counter()
     normalized = normalize_seeds(seeds)
-    async with session_for(session, config) as shared:
-        pairs = await PageCrawler(shared, config, stats).run(normalized)
+    with parse_pool() as parser:
+        async with session_for(session, config) as shared:
+            pairs = await PageCrawler(shared, config, stats, parser).run(normalized)
     stats.seconds = time.perf_counter() - start
     return pairs
 

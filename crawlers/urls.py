@@ -4,7 +4,12 @@
 stages compare like with like: scheme and host lower-cased (international hosts as IDNA),
 default ports and fragments dropped, `.` and `..` segments resolved, percent-escapes
 upper-cased and unreserved characters decoded (RFC 3986 section 6.2.2). The query keeps
-its order: reordering parameters can change what a server returns.
+its order: reordering parameters can change what a server returns. A host holding a
+WHATWG forbidden host code point (space, controls, `<>^|%`...) is invalid.
+
+`ReferenceResolver` resolves many references against one base, giving what
+`normalize_url(urljoin(base, reference))` gives, without the parsing for the common
+spellings (absolute, root-relative and plain relative references with nothing to fix).
 """
 
 from __future__ import annotations
@@ -12,12 +17,21 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
 _UNSAFE = re.compile(r"[^\x21-\x7e]|[\"<>\\^`{|}]|%(?![0-9A-Fa-f]{2})")
+# WHATWG forbidden domain code points (after percent-decoding); "." and IDNA are fine
+_FORBIDDEN_HOST = re.compile(r"[\x00-\x20#%/:<>?@\[\\\]^|\x7f]")
+# Path and query characters `normalize_url` leaves as they are: printable ASCII except
+# `"<>\^`{|}`, `%` (escapes are rewritten) and `#` (the fragment is dropped).
+_PLAIN = r"!$&-;=@-\[\]_a-z~"
+_PLAIN_ABSOLUTE = re.compile(
+    rf"(https?://[a-z0-9-]+(?:\.[a-z0-9-]+)*)(/[{_PLAIN}]*)?(\?[{_PLAIN}?]+)?"
+)
+_PLAIN_RELATIVE = re.compile(rf"(/?)([{_PLAIN}]*)(\?[{_PLAIN}?]+)?")
 
 MAX_PATH_SEGMENTS = 12  # more than this and a URL is treated as a crawler trap
 MAX_SEGMENT_REPEATS = 3  # a path segment occurring this often is a trap (/a/b/a/b/a/...)
@@ -50,12 +64,16 @@ def _normalize_host(host: str, url: str) -> str:
     host = host.rstrip(".").lower()
     if ":" in host:  # an IPv6 literal
         return f"[{host}]"
-    if host.isascii():
-        return host
-    try:
-        return host.encode("idna").decode("ascii")
-    except UnicodeError as exc:
-        raise InvalidURLError(f"invalid URL {url!r}: bad host ({exc})") from None
+    if "%" in host:
+        host = unquote(host).lower()
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError as exc:
+            raise InvalidURLError(f"invalid URL {url!r}: bad host ({exc})") from None
+    if not host or _FORBIDDEN_HOST.search(host):
+        raise InvalidURLError(f"invalid URL {url!r}: forbidden character in host")
+    return host
 
 
 def _normalize_escapes(text: str) -> str:
@@ -67,6 +85,52 @@ def _normalize_escapes(text: str) -> str:
 
     text = _PERCENT.sub(fix, text)
     return _UNSAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), text)
+
+
+class ReferenceResolver:
+    """Resolves references found on one page against its base URL, each spelling once.
+
+    `resolve(ref)` equals `normalize_url(urljoin(base, ref))` (and raises what it raises);
+    plain spellings are joined as strings, the rest take the general path.
+    """
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.cache: dict[str, str] = {}
+        try:
+            normalized = normalize_url(base)
+        except InvalidURLError:
+            self.origin = self.folder = None
+        else:
+            parts = urlsplit(normalized)
+            self.origin = f"{parts.scheme}://{parts.netloc}"
+            self.folder = self.origin + parts.path[: parts.path.rfind("/") + 1]
+
+    def resolve(self, reference: str) -> str:
+        """The normalised absolute URL `reference` names; raises `InvalidURLError`."""
+        found = self.cache.get(reference)
+        if found is None:
+            found = self.plain(reference) or normalize_url(urljoin(self.base, reference))
+            self.cache[reference] = found
+        return found
+
+    def plain(self, reference: str) -> str | None:
+        """The resolved URL when `reference` needs no normalising, else None."""
+        if "/." in reference or reference.startswith("."):
+            return None  # dot segments to remove
+        absolute = _PLAIN_ABSOLUTE.fullmatch(reference)
+        if absolute is not None:
+            origin, path, query = absolute.groups()
+            return origin + (path or "/") + (query or "")
+        relative = _PLAIN_RELATIVE.fullmatch(reference)
+        if relative is None or self.folder is None or self.origin is None:
+            return None
+        slash, path, query = relative.groups()
+        if slash:  # root-relative ("//host" never matches: `/` cannot follow `/` here)
+            return None if path.startswith("/") else self.origin + "/" + path + (query or "")
+        if ":" in path.split("/", 1)[0] or not path:
+            return None  # a scheme, or a query/empty reference: general path
+        return self.folder + path + (query or "")
 
 
 def remove_dot_segments(path: str) -> str:

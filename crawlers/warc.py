@@ -290,7 +290,7 @@ def add_page_images(
     page: HttpPage, columns: CandidateColumns, stats: StageStats, respect_robots: bool
 ) -> None:
     """Parse a page like the crawler does; its images with a non-empty alt become rows."""
-    content = extract(page.body, page.url, page.content_type)
+    content = extract(page.body, page.url, page.content_type, links=False)
     stats.count("images_found", len(content.images) + content.images_skipped)
     with_alt = [image for image in content.images if image.alt]
     stats.count("images_without_alt", len(content.images) - len(with_alt))

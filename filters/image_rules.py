@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from pipeline.config import ShardsConfig
 from pipeline.record import Pair
 
@@ -45,3 +48,17 @@ def filter_images(pairs: Iterable[Pair], config: ShardsConfig) -> Iterator[Pair]
     """Apply the image rules to every kept pair; dropped pairs pass through untouched."""
     for pair in pairs:
         yield image_rules(pair, config) if pair.kept else pair
+
+
+def declared_size_reasons(
+    widths: pa.Array | pa.ChunkedArray, heights: pa.Array | pa.ChunkedArray
+) -> pa.Array:
+    """Per row "image:declared_tiny" when both declared sides are known and either is at
+    most 1 (a tracker pixel), else null (pass): a columnar rule, run before any download."""
+    tiny = pc.and_kleene(
+        pc.and_(pc.is_valid(widths), pc.is_valid(heights)),
+        pc.or_(pc.less_equal(widths, 1), pc.less_equal(heights, 1)),
+    )
+    return pc.if_else(
+        pc.fill_null(tiny, False), "image:declared_tiny", pa.scalar(None, pa.string())
+    )

@@ -80,6 +80,9 @@ class Pair:
     # --- optional text of the <img>, where the source records it (MetaCLIP keeps both)
     title: str | None = None  # the `title` attribute
     image_title: str | None = None  # the `data-image-title` attribute
+    # --- declared size of the <img> (`width`/`height` attributes), where the source reads it
+    declared_width: int | None = None
+    declared_height: int | None = None
 
     def __post_init__(self) -> None:
         if not self.uid:
@@ -134,6 +137,8 @@ PAIR_SCHEMA = pa.schema(
         pa.field("shard", pa.int32()),
         pa.field("title", pa.string()),
         pa.field("image_title", pa.string()),
+        pa.field("declared_width", pa.int32()),
+        pa.field("declared_height", pa.int32()),
     ]
 )
 

@@ -5,6 +5,7 @@ language detection, ~1,000x slower than matching, runs once per distinct survivi
 
     screen (map, one task per candidate part):
         text rules            captions with > 2 words, > 5 chars, not junk or file names
+        declared size         no image the page declares 1 pixel wide or high (trackers)
         query matching        alt contains at least one query entry (MetaCLIP rules)
         -> kept rows to an exchange bucketed by a hash of the caption
     group by caption (reduce, one task per bucket; every row of a caption is in one task):
@@ -45,6 +46,7 @@ from executors import Exchange, Executor, make_executor
 from executors.base import bucket_of
 from filters.balance import EntryIndex, balance_mask, count_matches
 from filters.dedup import RANK_COLUMNS, first_per_key, sort_by_rank
+from filters.image_rules import declared_size_reasons
 from filters.language import detect_languages, language_columns
 from filters.matching import QueryMatcher, cached_matcher, decode_matches, match_codes
 from filters.text import text_reasons
@@ -78,7 +80,7 @@ MIN_BUCKETS = 8  # even a small run spreads its reductions over a few tasks
 CURATE_SCHEMA = pa.schema(
     [PAIR_SCHEMA.field(name) for name in (
         "url", "caption", "page_url", "source", "uid", "page_lang", "drop_reason", "language",
-        "language_score",
+        "language_score", "declared_width", "declared_height",
     )]
     + [pa.field("matched", pa.list_(pa.int32())), PAIR_SCHEMA.field("status")]
 )  # fmt: skip
@@ -245,6 +247,8 @@ def screen_part(job: CurateJob, index: int) -> dict[str, Any]:
     table, already = table.filter(prior), table.filter(pc.invert(prior))
     reasons = text_reasons(table.column("caption"), job.config.curate)
     table, by_text = drop_rows(table, reasons.is_null().to_numpy(zero_copy_only=False), reasons)
+    tiny = declared_size_reasons(table.column("declared_width"), table.column("declared_height"))
+    table, by_size = drop_rows(table, tiny.is_null().to_numpy(zero_copy_only=False), tiny)
     matched = match_codes(table.column("caption"), cached_matcher(job.queries))
     table = table.set_column(table.schema.get_field_index("matched"), "matched", matched)
     any_match = pc.greater(pc.list_value_length(matched), 0).to_numpy(zero_copy_only=False)
@@ -252,7 +256,7 @@ def screen_part(job: CurateJob, index: int) -> dict[str, Any]:
     exchange = job.exchange(0)
     exchange.write(name, table, bucket_of(table.column("caption"), exchange.buckets))
     info = {"seen": seen, "rows": seen}
-    info["dropped"] = save_dropped(job, name, [already, by_text, by_match])
+    info["dropped"] = save_dropped(job, name, [already, by_text, by_size, by_match])
     mark_done(job.work, name, info)
     return info
 

@@ -1,18 +1,27 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import tarfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urljoin
+
+import pytest
+from selectolax.lexbor import LexborHTMLParser
 
 from crawlers.html import (
+    absolute_url,
+    cap_nesting,
     decode_html,
     extract,
     is_html,
     largest_srcset_candidate,
     parse_srcset,
 )
+from crawlers.urls import ReferenceResolver, normalize_url
 
 PAGE = "http://example.com/dir/page.html"
 
@@ -200,3 +209,110 @@ def test_malformed_html_never_raises(shared_data: Path) -> None:
             content = extract(data, PAGE, "text/html")
             assert all(i.url.startswith("http") for i in content.images)
     assert cases >= 1500  # README: 1,792 cases
+
+
+# ---------------------------------------------------------------- extraction fixes
+
+
+def test_deep_nesting_parses_in_bounded_time_and_keeps_images() -> None:
+    deep = "<html><body>" + "<div>" * 100_000 + '<img src="deep.jpg" alt="deep">'
+    deep += "<div></span>" * 50_000 + '<a href="x.html">x</a><img src="late.jpg" alt="late">'
+    start = time.perf_counter()
+    content = extract(deep.encode(), PAGE, None)
+    assert time.perf_counter() - start < 2.0
+    assert [i.alt for i in content.images] == ["deep", "late"]
+    assert content.links == ["http://example.com/dir/x.html"]
+
+
+def test_cap_nesting_leaves_shallow_pages_alone_and_flattens_deep_ones() -> None:
+    shallow = "<div>" * 500 + "<!-- <div><div> --><script>'<div>'</script>" + "</div>" * 500
+    assert cap_nesting(shallow, max_depth=512) is shallow
+    deep = "<p>" + "<div class='x'>" * 5 + "<img src=a>" + "</div>" * 5
+    assert cap_nesting(deep, max_depth=3) == "<p>" + "<div class='x'>" * 3 + "<img src=a>" + (
+        "</div>" * 3
+    )
+
+
+def test_picture_source_replaces_a_data_placeholder() -> None:
+    html = (
+        "<picture><source type='image/webp' srcset='a.webp 400w, b.webp 800w'>"
+        "<source srcset='c.jpg'><img src='data:image/gif;base64,R0lGOD' alt='p'></picture>"
+        "<picture><source srcset='s.jpg'><img src='own.jpg' alt='own'></picture>"
+        "<img src='data:image/gif;base64,R0lGOD' srcset='data:x 1x, big.jpg 2x' alt='i'>"
+        "<div><source srcset='stray.jpg'><img src='data:,' alt='lost'></div>"
+    )
+    content = extract(html.encode(), PAGE, None)
+    assert [(i.url.rsplit("/", 1)[1], i.alt) for i in content.images] == [
+        ("b.webp", "p"),
+        ("own.jpg", "own"),
+        ("big.jpg", "i"),
+    ]
+    assert content.images_skipped == 1
+
+
+def test_hosts_with_forbidden_characters_are_not_emitted() -> None:
+    html = (
+        "<img src='http://bad host.com/a.jpg' alt='space'>"
+        "<img src='http://a<b.com/a.jpg' alt='lt'><img src='http://ok.com/a.jpg' alt='ok'>"
+        "<a href='https://<?php echo X;?>site.com/'>php</a><a href='http://ok.com/'>ok</a>"
+    )
+    content = extract(html.encode(), PAGE, None)
+    assert [i.alt for i in content.images] == ["ok"]
+    assert content.links == ["http://ok.com/"]
+
+
+def test_latin1_and_ascii_labels_decode_as_windows_1252() -> None:
+    body = b'<img src="a.jpg" alt="\x93quoted\x94 \x80">'
+    expected = "\u201cquoted\u201d \u20ac"
+    for label in ("iso-8859-1", "latin1", "us-ascii", "ISO_8859-1"):
+        assert images_of(body, f"text/html; charset={label}")[0][1] == expected, label
+        assert images_of(f'<meta charset="{label}">'.encode() + body)[0][1] == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("100", 100),
+        ("100px", 100),
+        (" 960px; ", 960),
+        ("100.7", 100),
+        ("0", 0),
+        ("50%", None),
+        ("auto", None),
+        ("-5", None),
+        ("", None),
+        ("99999999999", None),
+    ],
+)
+def test_declared_dimensions_parse_like_browsers(value: str, expected: int | None) -> None:
+    html = f'<img src="a.jpg" width="{value}" height="{value}" alt="x">'
+    (image,) = extract(html.encode(), PAGE, None).images
+    assert (image.width, image.height) == (expected, expected)
+
+
+def test_links_can_be_left_out() -> None:
+    html = b'<a href="a.html">a</a><img src="x.jpg" alt="x">'
+    content = extract(html, PAGE, None, links=False)
+    assert content.links == [] and [i.alt for i in content.images] == ["x"]
+
+
+def test_fast_link_resolution_matches_urljoin_on_real_pages(shared_data: Path) -> None:
+    """Every href of the benchmark pages resolves as `normalize_url(urljoin(...))` does."""
+    checked = 0
+    for url, body in itertools.islice(benchmark_pages(shared_data), 60):
+        tree = LexborHTMLParser(decode_html(body))
+        resolver = ReferenceResolver(url)
+        for node in tree.css("a[href], img[src]"):
+            ref = (node.attributes.get("href") or node.attributes.get("src") or "").strip()
+            assert absolute_url(ref, resolver) == slow_absolute_url(ref, url), (url, ref)
+            checked += 1
+    assert checked > 5000
+
+
+def slow_absolute_url(reference: str, base: str) -> str | None:
+    if not reference or reference.lower().startswith(("data:", "javascript:", "mailto:")):
+        return None
+    try:
+        return normalize_url(urljoin(base, reference))
+    except ValueError:
+        return None

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+from urllib.parse import urljoin
+
 import pytest
 
 from crawlers.urls import (
     InvalidURLError,
+    ReferenceResolver,
     host_key,
     is_private_address,
     is_private_ip,
@@ -92,3 +95,50 @@ def test_trap_reasons() -> None:
         "too_many_segments"
     )
     assert trap_reason("http://ex.com/" + "/".join(f"s{i}" for i in range(12))) is None
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["http://bad host.com/", "http://a<b.com/", "http://a%20b.com/", "http://a|b/", "http://a^b/"],
+)
+def test_hosts_with_forbidden_code_points_are_invalid(bad: str) -> None:
+    with pytest.raises(InvalidURLError, match="forbidden character in host"):
+        normalize_url(bad)
+
+
+def test_percent_encoded_host_is_decoded() -> None:
+    assert normalize_url("http://ex%41mple.com/") == "http://example.com/"
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "https://Other.org/x",
+        "https://other.org",
+        "http://other.org:80/a?q",
+        "/root?a=1&b",
+        "//cdn.org/x.jpg",
+        "rel/a.jpg",
+        "../up/a.jpg",
+        "./here",
+        "?q=1",
+        "",
+        "a b/é.jpg",
+        "/a/%7efoo",
+        "http:relative",
+        "HTTP://EX.COM/",
+        "http://bad host/",
+    ],
+)
+def test_reference_resolver_matches_urljoin(reference: str) -> None:
+    base = "http://Example.com/dir/./page.html?x=1"
+    resolver = ReferenceResolver(base)
+    try:
+        expected: str | None = normalize_url(urljoin(base, reference))
+    except InvalidURLError:
+        expected = None
+    try:
+        found: str | None = resolver.resolve(reference)
+    except InvalidURLError:
+        found = None
+    assert found == expected

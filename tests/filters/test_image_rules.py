@@ -1,8 +1,9 @@
 from __future__ import annotations
 
+import pyarrow as pa
 import pytest
 
-from filters.image_rules import filter_images, image_rules
+from filters.image_rules import declared_size_reasons, filter_images, image_rules
 from pipeline.config import ShardsConfig
 from pipeline.record import STATUS_FAILED_DOWNLOAD, STATUS_SUCCESS, Pair
 
@@ -61,3 +62,19 @@ def test_filter_images_passes_failed_and_dropped_untouched() -> None:
     out = list(filter_images([failed, dropped, small], CONFIG))
     assert out[0] is failed and out[1] is dropped
     assert out[2].drop_reason == "image:too_small"
+
+
+def test_declared_size_reasons_flag_tracker_pixels() -> None:
+    widths = pa.array([1, 640, 0, None, 300, 2, None], pa.int32())
+    heights = pa.array([1, 1, 200, 1, 200, 2, None], pa.int32())
+    reasons = declared_size_reasons(widths, heights)
+    assert reasons.type == pa.string()
+    assert reasons.to_pylist() == [
+        "image:declared_tiny",
+        "image:declared_tiny",
+        "image:declared_tiny",
+        None,  # one side unknown: not judged
+        None,
+        None,
+        None,
+    ]

@@ -124,3 +124,18 @@ def test_any_partitioning_and_worker_count_selects_the_same_pairs(tmp_path: Path
     assert {"kept", "dedup:url", "dedup:uid", "balance:over_threshold"} <= reasons
     selected = read_table(RunLayout(tmp_path / "run-300").selected)
     assert pc.count_distinct(selected.column("url")).as_py() == selected.num_rows
+
+
+def test_declared_tracker_pixels_are_dropped_before_download(tmp_path: Path) -> None:
+    caption = "a red circle painted on the wall of the old garden"
+    pairs = [
+        Pair(url="http://a.test/pixel.gif", caption=caption, declared_width=1, declared_height=1),
+        Pair(url="http://a.test/big.jpg", caption=caption, declared_width=640, declared_height=1),
+        Pair(url="http://a.test/photo.jpg", caption=caption, declared_width=640),
+    ]
+    config = crawled(tmp_path, pairs, 100, "curate.language_engine='none'")
+    run_curate(config)
+    reasons = outcome(config)
+    assert reasons[("http://a.test/pixel.gif", caption, None)] == "image:declared_tiny"
+    assert reasons[("http://a.test/big.jpg", caption, None)] == "image:declared_tiny"
+    assert reasons[("http://a.test/photo.jpg", caption, None)] == "kept"
