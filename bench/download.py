@@ -123,7 +123,7 @@ def run_ours(urls: list[str], workdir: Path) -> int:
         None,
         [f'workdir="{workdir}"', "shards.image_size=256", "shards.resize_mode=keep_ratio",
          "shards.samples_per_shard=1000", "executor.workers=2", "shards.min_image_side=0",
-         "shards.allow_private_addresses=true"],
+         "net.allow_private=['127.0.0.1']"],
     )  # fmt: skip
     layout = RunLayout(workdir)
     pairs = [Pair(url=url, caption=f"image {i}", source="urllist") for i, url in enumerate(urls)]

@@ -1,15 +1,26 @@
 """One HTTP GET with the crawler's manners, shared by the page crawler and the image downloader.
 
 `fetch` follows redirects itself (so every hop is re-checked against robots.txt and the
-private-address rule, and loops are caught), streams the body under a size cap that also
+network policy, and loops are caught), streams the body under a size cap that also
 bounds the decompressed size (aiohttp decompresses while streaming), retries on 408, 429,
 5xx, timeouts and connection errors with exponential backoff (Retry-After honoured up to
 a cap), and reports every failure as data in `FetchResult.error`, never as an exception.
 
 `open_session` builds the one `aiohttp.ClientSession` a stage uses: a DNS cache, a
-connection cap overall and per host, no cookies, and, unless private addresses are
-allowed, a resolver that refuses names resolving to loopback, private or link-local
-addresses (so a public name cannot be pointed at an internal one).
+connection cap overall and per host, no cookies, and the network policy (`NetConfig`,
+the pipeline's `net` section) enforced on every request, robots.txt and redirect hops
+included:
+
+- a URL whose host is an address literal is checked before anything is sent;
+- a host name is checked after DNS resolution (`PolicyResolver`): if any address it
+  resolves to is not public and not allowed, the request fails, so a public name cannot
+  be pointed at an internal address;
+- every new connection's peer address and port are checked before the request is written
+  (`PolicyConnector`), whatever produced the address.
+
+A refusal is the `private_address` error, never retried. Stage configs carry their copy of
+the policy (`CrawlConfig.net`, `ShardsConfig.net`) and `FetchOptions.for_crawl` /
+`for_images` copy it into the options, so the robots.txt cache shares it too.
 """
 
 from __future__ import annotations
@@ -17,6 +28,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import functools
+import ipaddress
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -28,8 +42,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 from multidict import CIMultiDict
 
-from crawlers.urls import InvalidURLError, is_ip_literal, is_private_ip, normalize_url
-from pipeline.config import CrawlConfig, ShardsConfig
+from crawlers.urls import DEFAULT_PORTS, InvalidURLError, is_ip_literal, normalize_url
+from pipeline.config import CrawlConfig, NetConfig, ShardsConfig
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 RETRY_STATUSES = frozenset({408, 429})  # and every 5xx
@@ -61,7 +75,7 @@ class FetchOptions:
     max_redirects: int = 5
     max_bytes: int = 5_000_000  # on the decompressed body
     truncate: bool = False  # True: keep the first max_bytes instead of failing too_large
-    allow_private_addresses: bool = False
+    net: NetConfig = field(default_factory=NetConfig)  # which non-public addresses may be used
 
     @classmethod
     def for_crawl(cls, config: CrawlConfig, **overrides: Any) -> FetchOptions:
@@ -72,7 +86,7 @@ class FetchOptions:
             "backoff": config.backoff,
             "max_redirects": config.max_redirects,
             "max_bytes": config.max_page_bytes,
-            "allow_private_addresses": config.allow_private_addresses,
+            "net": config.net,
         }
         return cls(**{**values, **overrides})
 
@@ -83,7 +97,7 @@ class FetchOptions:
             "timeout": config.timeout,
             "retries": config.retries,
             "max_bytes": config.max_image_bytes,
-            "allow_private_addresses": config.allow_private_addresses,
+            "net": config.net,
         }
         return cls(**{**values, **overrides})
 
@@ -123,39 +137,117 @@ class FetchResult:
 
 
 class PrivateAddressError(OSError):
-    """A host name resolved to a loopback, private or link-local address."""
+    """A request that would reach an address the network policy refuses."""
 
 
-class PublicOnlyResolver(AbstractResolver):
-    """Resolves through aiohttp's default resolver and refuses non-public addresses."""
+def is_public_ip(address: str) -> bool:
+    """True only for a globally routable unicast address.
 
-    def __init__(self) -> None:
-        self._inner = DefaultResolver()
+    False for loopback, private, link-local, multicast, unspecified (0.0.0.0, ::), reserved
+    and shared ranges, for every IPv4-mapped IPv6 address, and for 6to4 or NAT64 addresses
+    wrapping a non-public IPv4 one.
+    """
+    ip = ipaddress.ip_address(address.strip("[]").split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return False
+        inner = ip.sixtofour or (_nat64(ip) if ip in NAT64 else None)
+        if inner is not None and not is_public_ip(str(inner)):
+            return False
+    special = ip.is_multicast or ip.is_link_local or ip.is_unspecified or ip.is_loopback
+    return ip.is_global and not special and not ip.is_reserved
 
-    async def resolve(self, host: str, port: int = 0, family: Any = 0) -> list[ResolveResult]:
+
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def _nat64(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address:
+    return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+
+
+class NetPolicy:
+    """A `NetConfig` ready to ask: may a request to `host` reach `address`:`port`?"""
+
+    def __init__(self, config: NetConfig) -> None:
+        self.rules = config.rules()
+
+    def refusal(self, host: str, address: str, port: int) -> str | None:
+        """Why the request must not be made, or None: public addresses always pass,
+        others only when an `allow_private` entry covers them."""
+        if is_public_ip(address) or any(r.matches(host, address, port) for r in self.rules):
+            return None
+        where = address if host.strip("[]") == address else f"{host} ({address})"
+        return f"refusing private address {where} port {port}: not in net.allow_private"
+
+
+@functools.lru_cache(maxsize=64)
+def net_policy(config: NetConfig) -> NetPolicy:
+    """The parsed policy of `config` (parsed once per distinct config)."""
+    return NetPolicy(config)
+
+
+class PolicyResolver(AbstractResolver):
+    """Resolves through `inner` (aiohttp's default resolver) and refuses the name if any
+    address it resolves to is refused by the policy for that port."""
+
+    def __init__(self, policy: NetPolicy, inner: AbstractResolver | None = None) -> None:
+        self.policy = policy
+        self._inner = inner or DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         results = await self._inner.resolve(host, port, family)
         for result in results:
-            if is_private_ip(result["host"]):
-                raise PrivateAddressError(f"{host} resolves to private address {result['host']}")
+            reason = self.policy.refusal(host, result["host"], port)
+            if reason is not None:
+                raise PrivateAddressError(reason)
         return results
 
     async def close(self) -> None:
         await self._inner.close()
 
 
+class PolicyConnector(aiohttp.TCPConnector):
+    """A TCP connector that checks each new connection's peer before a byte is sent."""
+
+    def __init__(self, policy: NetPolicy, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.policy = policy
+
+    async def _create_connection(
+        self, req: aiohttp.ClientRequest, traces: list[Any], timeout: aiohttp.ClientTimeout
+    ) -> Any:
+        protocol = await super()._create_connection(req, traces, timeout)
+        transport = protocol.transport
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        if peer is None:
+            protocol.close()
+            raise PrivateAddressError(f"no peer address for {req.url.host}")
+        reason = self.policy.refusal(req.url.host or "", str(peer[0]), int(peer[1]))
+        if reason is not None:
+            protocol.close()
+            raise PrivateAddressError(reason)
+        return protocol
+
+
 def open_session(
     user_agent: str,
     concurrency: int,
     per_host_connections: int,
-    allow_private_addresses: bool = False,
+    net: NetConfig | None = None,
     dns_cache_seconds: float = 300.0,
+    resolver: AbstractResolver | None = None,
 ) -> aiohttp.ClientSession:
-    """The shared session of a stage (use as `async with`)."""
-    connector = aiohttp.TCPConnector(
+    """The shared session of a stage (use as `async with`), enforcing `net` (default: no
+    non-public address) on every connection; `resolver` replaces the system DNS (tests)."""
+    policy = net_policy(net or NetConfig())
+    connector = PolicyConnector(
+        policy,
         limit=concurrency,
         limit_per_host=per_host_connections,
         ttl_dns_cache=int(dns_cache_seconds),
-        resolver=None if allow_private_addresses else PublicOnlyResolver(),
+        resolver=PolicyResolver(policy, resolver),
     )
     return aiohttp.ClientSession(
         connector=connector,
@@ -174,10 +266,7 @@ async def session_for(
         yield session
         return
     async with open_session(
-        config.user_agent,
-        config.concurrency,
-        config.per_host_connections,
-        config.allow_private_addresses,
+        config.user_agent, config.concurrency, config.per_host_connections, config.net
     ) as own_session:
         yield own_session
 
@@ -251,14 +340,17 @@ async def fetch(
 
 
 def address_refusal(url: str, options: FetchOptions) -> str | None:
-    """Why `url` must not be fetched for its address, or None. Names are checked at
-    resolution time by `PublicOnlyResolver`; literal addresses are checked here."""
-    if options.allow_private_addresses:
+    """Why `url` must not be fetched for its address literal, or None. Host names are
+    checked after resolution by `PolicyResolver`, every peer by `PolicyConnector`."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if not is_ip_literal(host):
         return None
-    host = urlsplit(url).hostname or ""
-    if is_ip_literal(host) and is_private_ip(host):
-        return f"refusing private address {host}"
-    return None
+    try:
+        port = parts.port or DEFAULT_PORTS.get(parts.scheme, 0)
+    except ValueError:
+        return None  # a bad port fails as invalid_url when requested
+    return net_policy(options.net).refusal(host, host, port)
 
 
 def _redirect_target(result: FetchResult) -> str | None:
@@ -330,6 +422,8 @@ async def _get_once(
             await _read_body(response, result, options)
     except TimeoutError:
         _failed(result, ERROR_TIMEOUT, f"timeout after {options.timeout:g}s")
+    except PrivateAddressError as exc:
+        _connection_failed(result, exc, exc)
     except aiohttp.ClientConnectorError as exc:
         _connection_failed(result, exc, exc.os_error)
     except aiohttp.InvalidURL as exc:
@@ -340,7 +434,7 @@ async def _get_once(
 
 def _connection_failed(result: FetchResult, exc: Exception, cause: OSError | None) -> None:
     result.status = None
-    if isinstance(cause, PrivateAddressError):
+    if isinstance(cause, PrivateAddressError) or isinstance(exc.__cause__, PrivateAddressError):
         _failed(result, ERROR_PRIVATE, str(cause))
     else:
         _failed(result, ERROR_CONNECTION, f"{type(exc).__name__}: {exc}"[:200])

@@ -11,11 +11,17 @@ handling (developers.google.com/search/docs/crawling-indexing/robots/robots_txt)
 
 A host whose robots.txt is refused for being on a private address is treated as allow-all:
 its pages are refused by the same rule when fetched, and counted under that reason.
+
+The body is decoded as UTF-8 with an optional byte-order mark (a BOM must not hide the first
+group). Groups are matched against our product token only (RFC 9309 section 2.2.1):
+"OpenWITBot" of "OpenWITBot/0.1 (+https://github.com/...)", so a group named `https` or
+`github` is not ours.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 
 import aiohttp
@@ -26,6 +32,14 @@ from crawlers.urls import host_key
 
 ROBOTS_MAX_BYTES = 500 * 1024
 ROBOTS_MAX_REDIRECTS = 5
+_PRODUCT_TOKEN = re.compile(r"[A-Za-z_-]+")
+
+
+def product_token(user_agent: str) -> str:
+    """The leading run of letters, `_` and `-` of a User-Agent: the name robots.txt groups
+    are matched against ("OpenWITBot" of "OpenWITBot/0.1 (+https://...)")."""
+    match = _PRODUCT_TOKEN.match(user_agent.strip())
+    return match.group() if match else user_agent.strip()
 
 
 @dataclass(frozen=True)
@@ -37,14 +51,16 @@ class RobotsPolicy:
     reason: str = ""  # how the policy was decided: "parsed", "http_404", "http_503", ...
 
     def allowed(self, url: str, user_agent: str) -> bool:
+        """May `user_agent` (a product token or a whole User-Agent) fetch `url`?"""
         if self.parser is None:
             return self.allow_all
-        return bool(self.parser.can_fetch(url, user_agent))
+        return bool(self.parser.can_fetch(url, product_token(user_agent)))
 
     def crawl_delay(self, user_agent: str) -> float | None:
+        """The Crawl-delay of the group `user_agent`'s product token selects, if any."""
         if self.parser is None:
             return None
-        delay = self.parser.crawl_delay(user_agent)
+        delay = self.parser.crawl_delay(product_token(user_agent))
         return None if delay is None else float(delay)
 
 
@@ -58,7 +74,7 @@ def policy_from_response(status: int | None, error: str | None, body: bytes) -> 
         )
     assert status is not None
     if 200 <= status < 300:
-        text = body.decode("utf-8", errors="replace")
+        text = body.decode("utf-8-sig", errors="replace")  # a leading BOM is dropped
         return RobotsPolicy(allow_all=True, parser=Protego.parse(text), reason="parsed")
     if status == 429 or status >= 500:
         return RobotsPolicy(allow_all=False, reason=f"http_{status}")
@@ -73,7 +89,7 @@ class RobotsCache:
 
     def __init__(self, session: aiohttp.ClientSession, options: FetchOptions) -> None:
         self.session = session
-        self.user_agent = options.user_agent
+        self.user_agent = product_token(options.user_agent)  # what groups are matched against
         self.options = FetchOptions(
             user_agent=options.user_agent,
             timeout=options.timeout,
@@ -81,7 +97,7 @@ class RobotsCache:
             max_redirects=ROBOTS_MAX_REDIRECTS,
             max_bytes=ROBOTS_MAX_BYTES,
             truncate=True,
-            allow_private_addresses=options.allow_private_addresses,
+            net=options.net,
         )
         self._policies: dict[str, RobotsPolicy] = {}
         self._loading: dict[str, asyncio.Future[RobotsPolicy]] = {}

@@ -16,11 +16,18 @@ modes follow img2dataset: `keep_ratio` brings the smallest side to `image_size`,
 pads with white to a square, `no` keeps the size; `resize_only_if_bigger` never enlarges.
 Downscaling is antialiased (Pillow's BILINEAR, a triangle scaled to the reduction),
 upscaling is LANCZOS.
+
+Colour: every output is sRGB without an embedded profile. An image with an ICC profile is
+converted from it to sRGB with LittleCMS (`PIL.ImageCms`); a profile that cannot be read or
+does not fit the pixels is ignored. Transparency, an alpha channel or a colour key (`tRNS`
+on an RGB, greyscale, 1-bit or palette PNG), is composited on white. 16-bit greyscale is
+scaled by its bit depth (65535 -> 255), never by the image's own maximum.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import io
 import warnings
@@ -28,7 +35,7 @@ from dataclasses import dataclass
 
 import imagehash
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageCms
 
 from pipeline.config import ShardsConfig
 from pipeline.record import STATUS_FAILED_DECODE, STATUS_FAILED_RESIZE, STATUS_SUCCESS, Pair
@@ -60,6 +67,8 @@ PHASH_INPUT_SIDE = 128  # pHash reads a 32x32 thumbnail; box-reduce to >= 4x tha
 ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 DIRECT_RGB_MODES = ("RGB", "1", "L", "CMYK", "YCbCr", "RGBX", "HSV")
 HIGH_DEPTH_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")
+CMS_MODES = ("RGB", "CMYK", "L")  # converted from their ICC profile straight to sRGB
+SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 # Formats tried when opening: what browsers show, plus TIFF. Anything else (EPS, which runs
 # Ghostscript, PSD, the FLI/BLP/DDS fuzz crashes...) is an unidentified image.
 WEB_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "BMP", "ICO", "TIFF")
@@ -270,11 +279,26 @@ def _draft(image: Image.Image, config: ShardsConfig) -> None:
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """The image in RGB: transparency over white, 16-bit and float scaled to 8 bits."""
+    """The image in sRGB, without `info` (so no profile or colour key is written out):
+    converted from its ICC profile if it has a usable one, transparency over white, 16-bit
+    and float scaled to 8 bits."""
+    icc = image.info.get("icc_profile")
+    direct = image.mode in CMS_MODES and "transparency" not in image.info
+    source = image if direct else _pixels_to_rgb(image)
+    converted = _to_srgb(source, icc) if icc else None
+    if converted is None:
+        converted = _pixels_to_rgb(source) if direct else source
+    converted.info = {}
+    return converted
+
+
+def _pixels_to_rgb(image: Image.Image) -> Image.Image:
+    """RGB from the pixel values alone (no colour management)."""
     mode = image.mode
+    if "transparency" in image.info and mode in ("P", "RGB", "L", "1"):
+        return _over_white(image.convert("RGBA"))  # a colour key (tRNS) or a palette alpha
     if mode == "P":
-        has_alpha = "transparency" in image.info
-        return _over_white(image.convert("RGBA")) if has_alpha else image.convert("RGB")
+        return image.convert("RGB")
     if mode in ALPHA_MODES:
         return _over_white(image.convert("RGBA"))
     if mode in DIRECT_RGB_MODES:
@@ -284,6 +308,29 @@ def to_rgb(image: Image.Image) -> Image.Image:
     raise ImageDecodeError("unsupported mode", mode)
 
 
+def _to_srgb(image: Image.Image, icc: bytes) -> Image.Image | None:
+    """`image` converted from the profile `icc` to sRGB, or None if the profile is unusable
+    (unreadable, or for another colour space than the pixels')."""
+    transform = _srgb_transform(icc, image.mode)
+    if transform is None:
+        return None
+    try:
+        return transform.apply(image)
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        return None
+
+
+@functools.lru_cache(maxsize=32)
+def _srgb_transform(icc: bytes, mode: str) -> ImageCms.ImageCmsTransform | None:
+    """The LittleCMS transform from `icc` (for pixels in `mode`) to sRGB, built once per
+    profile: web images share a handful of profiles."""
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        return ImageCms.buildTransform(source, SRGB, mode, "RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return None
+
+
 def _over_white(rgba: Image.Image) -> Image.Image:
     canvas = Image.new("RGB", rgba.size, WHITE)
     canvas.paste(rgba, mask=rgba.getchannel("A"))
@@ -291,9 +338,10 @@ def _over_white(rgba: Image.Image) -> Image.Image:
 
 
 def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
-    """Integer images above 8 bits are taken as 16-bit; floats are clipped to 0..255."""
+    """Integer images are taken as 16-bit (65535 is white, 257 levels per 8-bit step)
+    whatever their own maximum; floats are clipped to 0..255."""
     pixels = np.asarray(image, dtype=np.float64)
-    if image.mode != "F" and pixels.size and pixels.max() > 255:
+    if image.mode != "F":
         pixels = pixels / 257.0
     grey = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
     return Image.fromarray(grey, mode="L").convert("RGB")

@@ -39,7 +39,7 @@ IMAGES_PER_PAGE = 5  # one of them without alt
 THINGS = ["bicycle", "lighthouse", "teapot", "violin", "tractor"]
 COLOURS = ["red", "blue", "green", "yellow"]
 CURATE = [
-    "curate.language_engine='none'", "shards.allow_private_addresses=true",
+    "curate.language_engine='none'", "net.allow_private=['127.0.0.1']",
     "shards.samples_per_shard=8", "executor.workers=1",
 ]  # fmt: skip
 

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from crawlers.pages import crawl
-from pipeline.config import CrawlConfig, PipelineConfig, SandboxConfig, load_config
+from pipeline.config import CrawlConfig, NetConfig, PipelineConfig, SandboxConfig, load_config
 from pipeline.io import read_pairs, read_table
 from pipeline.layout import RunLayout
 from pipeline.stages.crawl import run_crawl
@@ -38,7 +38,8 @@ def sandbox_list(
     """The sandbox web, served for the module, and a URL list of its (image, alt) pairs."""
     root = tmp_path_factory.mktemp("sandbox-list")
     with serve_in_thread(SANDBOX) as web:
-        pairs = crawl(web.seed_urls, CrawlConfig(allow_private_addresses=True), StageStats("crawl"))
+        net = NetConfig().allowing(web.base_urls)
+        pairs = crawl(web.seed_urls, CrawlConfig(net=net), StageStats("crawl"))
         url_list = root / "urls.parquet"
         pq.write_table(
             pa.table({"url": [p.url for p in pairs], "caption": [p.caption for p in pairs]}),
@@ -53,7 +54,7 @@ def chain_config(workdir: Path, url_list: Path, queries: Path, *extra: str) -> P
     return load_config(
         "configs/demo.toml",
         [f"workdir='{workdir}'", f"crawl.url_list='{url_list}'", f"curate.queries='{queries}'",
-         "shards.allow_private_addresses=true", "part_rows=400", "shards.samples_per_shard=100",
+         "net.allow_private=['127.0.0.1']", "part_rows=400", "shards.samples_per_shard=100",
          *extra],
     )  # fmt: skip
 

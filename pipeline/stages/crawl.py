@@ -246,8 +246,8 @@ def run_crawl(config: PipelineConfig, quiet: bool = False) -> StageStats:
 def _crawl_sandbox(config: PipelineConfig, layout: RunLayout, stats: StageStats) -> list[Pair]:
     write_text(layout.sandbox_queries, "\n".join(query_list(config.sandbox)) + "\n")
     write_heldout(config.sandbox, layout.heldout_dir)
-    # The sandbox lives on loopback, which the crawler refuses unless told otherwise.
-    crawl_config = dataclasses.replace(config.crawl, allow_private_addresses=True)
     with sandbox_web(config, layout) as web:
         log.info("crawl: sandbox web at %s", ", ".join(web.base_urls))
-        return crawl(web.seed_urls, crawl_config, stats)
+        # The sandbox lives on loopback: allow exactly its host:port origins, nothing else.
+        net = config.net.allowing(web.base_urls)
+        return crawl(web.seed_urls, dataclasses.replace(config.crawl, net=net), stats)

@@ -527,8 +527,8 @@ def run_shards(config: PipelineConfig, quiet: bool = False) -> StageStats:
     started = time.perf_counter()
     with sandbox_if_recorded(config, layout) as web:
         cfg = config.shards
-        if web is not None:  # the sandbox is on loopback, refused unless allowed
-            cfg = dataclasses.replace(cfg, allow_private_addresses=True)
+        if web is not None:  # the sandbox is on loopback: allow exactly its origins
+            cfg = dataclasses.replace(cfg, net=cfg.net.allowing(web.base_urls))
         buckets = max(8, math.ceil(plan.rows / config.part_rows))
         job = ShardsJob(cfg, layout.root, plan, buckets)
         with stage_executor(config) as executor:
@@ -662,7 +662,7 @@ def run_retry_failed(config: PipelineConfig, quiet: bool = False) -> StageStats:
     with sandbox_if_recorded(config, layout) as web:
         cfg = config.shards
         if web is not None:
-            cfg = dataclasses.replace(cfg, allow_private_addresses=True)
+            cfg = dataclasses.replace(cfg, net=cfg.net.allowing(web.base_urls))
         rows = int(previous.seen)
         plan = ShardPlan((), (0, rows), cfg.samples_per_shard)
         job = ShardsJob(cfg, layout.root, plan, max(8, math.ceil(rows / config.part_rows)))

@@ -142,6 +142,7 @@ class FaultServer:
             ("/private/{name}", self.private),
             ("/html", self.html),
             ("/links", self.links),
+            ("/gallery", self.gallery),
         ]
         for path, handler in routes:
             app.router.add_get(path, handler)
@@ -258,6 +259,14 @@ class FaultServer:
         """A page linking to every `to` query value."""
         anchors = "".join(f"<a href='{url}'>x</a>" for url in request.query.getall("to", []))
         return web.Response(text=f"<html>{anchors}</html>", content_type="text/html")
+
+    async def gallery(self, request: web.Request) -> web.Response:
+        """A page with an <img> (alt text "picture N") for every `src` query value."""
+        images = "".join(
+            f"<img src='{src}' alt='picture {n}'>"
+            for n, src in enumerate(request.query.getall("src", []))
+        )
+        return web.Response(text=f"<html>{images}</html>", content_type="text/html")
 
     async def html(self, request: web.Request) -> web.Response:
         return web.Response(

@@ -14,14 +14,16 @@ from crawlers.fetch import (
     parse_retry_after,
     retry_delay,
 )
+from pipeline.config import NetConfig
 from tests.crawlers.conftest import FaultServer
 
-OPTIONS = FetchOptions(timeout=2.0, retries=2, backoff=0.01, allow_private_addresses=True)
+LOOPBACK = NetConfig(allow_private=("127.0.0.1",))  # the test servers, on any port
+OPTIONS = FetchOptions(timeout=2.0, retries=2, backoff=0.01, net=LOOPBACK)
 
 
 def fetch_url(url: str, options: FetchOptions = OPTIONS, **kwargs: Any) -> FetchResult:
     async def go() -> FetchResult:
-        async with open_session("TestBot/1.0", 8, 4, options.allow_private_addresses) as session:
+        async with open_session("TestBot/1.0", 8, 4, options.net) as session:
             return await fetch(session, url, options, **kwargs)
 
     return asyncio.run(go())
@@ -81,7 +83,7 @@ def test_retry_after_is_honoured(fault_server: FaultServer) -> None:
 
 
 def test_timeout_then_give_up(fault_server: FaultServer) -> None:
-    options = FetchOptions(timeout=0.2, retries=1, backoff=0.01, allow_private_addresses=True)
+    options = FetchOptions(timeout=0.2, retries=1, backoff=0.01, net=LOOPBACK)
     result = fetch_url(fault_server.url("/slow?seconds=2"), options)
     assert result.failure() == "timeout" and result.retries == 1
     assert fault_server.log.hits["/slow"] == 2
@@ -91,7 +93,7 @@ def test_connection_refused() -> None:
     with socket.socket() as probe:  # a port nobody listens on once closed
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    options = FetchOptions(retries=1, backoff=0.01, allow_private_addresses=True)
+    options = FetchOptions(retries=1, backoff=0.01, net=LOOPBACK)
     result = fetch_url(f"http://127.0.0.1:{port}/html", options)
     assert result.failure() == "connection_error" and result.retries == 1
     assert result.status is None and result.error_message
@@ -101,7 +103,7 @@ def test_redirect_chain_within_and_over_the_limit(fault_server: FaultServer) -> 
     result = fetch_url(fault_server.url("/redirect/3"))
     assert result.ok and result.final_url == fault_server.url("/html")
     assert len(result.redirects) == 4
-    options = FetchOptions(max_redirects=2, allow_private_addresses=True)
+    options = FetchOptions(max_redirects=2, net=LOOPBACK)
     result = fetch_url(fault_server.url("/redirect/5"), options)
     assert result.failure() == "too_many_redirects" and not result.body
     assert fault_server.log.count("/redirect/") == 4 + 3  # never more than max hops + 1
@@ -128,14 +130,14 @@ def test_every_hop_is_checked(fault_server: FaultServer) -> None:
 
 
 def test_body_cap_while_streaming(fault_server: FaultServer) -> None:
-    options = FetchOptions(max_bytes=100_000, allow_private_addresses=True)
+    options = FetchOptions(max_bytes=100_000, net=LOOPBACK)
     result = fetch_url(fault_server.url("/huge?bytes=5000000"), options)
     assert result.failure() == "too_large" and result.body == b"" and result.retries == 0
     declared = fetch_url(fault_server.url("/huge?bytes=5000000&length=1"), options)
     assert declared.failure() == "too_large"
     small = fetch_url(fault_server.url("/huge?bytes=99999"), options)
     assert small.ok and len(small.body) == 99_999
-    truncating = FetchOptions(max_bytes=1000, truncate=True, allow_private_addresses=True)
+    truncating = FetchOptions(max_bytes=1000, truncate=True, net=LOOPBACK)
     cut = fetch_url(fault_server.url("/huge?bytes=50000"), truncating)
     assert cut.ok and cut.truncated and len(cut.body) == 1000
 
@@ -145,13 +147,13 @@ def test_gzip_body_is_decompressed_and_capped_on_decompressed_size(
 ) -> None:
     result = fetch_url(fault_server.url("/gzip?bytes=1000"))
     assert result.ok and b"zipped" in result.body and len(result.body) > 1000
-    options = FetchOptions(max_bytes=200_000, allow_private_addresses=True)
+    options = FetchOptions(max_bytes=200_000, net=LOOPBACK)
     bomb = fetch_url(fault_server.url("/gzip?bytes=20000000"), options)  # ~20 KB on the wire
     assert bomb.failure() == "too_large"
 
 
 def test_private_addresses_refused_unless_allowed(fault_server: FaultServer) -> None:
-    refused = FetchOptions(allow_private_addresses=False)
+    refused = FetchOptions()
     result = fetch_url(fault_server.url("/html"), refused)
     assert result.failure() == "private_address" and result.retries == 0
     by_name = fetch_url(f"http://localhost:{fault_server.port}/html", refused)

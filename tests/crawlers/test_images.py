@@ -9,16 +9,17 @@ from urllib.parse import quote
 import pytest
 
 from crawlers.images import content_type_refusal, fetch_images, opt_out_directive
-from pipeline.config import ShardsConfig
+from pipeline.config import NetConfig, ShardsConfig
 from pipeline.record import Pair
 from pipeline.stats import StageStats
 from tests.crawlers.conftest import FaultServer
 
 UA_TOKEN = "openwitbot"
+LOOPBACK = NetConfig(allow_private=("127.0.0.1",))  # the test servers, on any port
 
 
 def config(**overrides: Any) -> ShardsConfig:
-    values: dict[str, Any] = {"timeout": 2.0, "allow_private_addresses": True}
+    values: dict[str, Any] = {"timeout": 2.0, "net": LOOPBACK}
     values.update(overrides)
     return ShardsConfig(**values)
 
@@ -142,7 +143,7 @@ def test_failures_are_rows(fault_server: FaultServer) -> None:
 
 
 def test_private_addresses_refused_unless_allowed(fault_server: FaultServer) -> None:
-    ((out, body),) = download([pair(fault_server.url("/img/a.jpg"))], allow_private_addresses=False)
+    ((out, body),) = download([pair(fault_server.url("/img/a.jpg"))], net=NetConfig())
     assert out.status == "failed_to_download" and body is None
     assert "private address" in (out.error_message or "")
     assert fault_server.log.paths == []

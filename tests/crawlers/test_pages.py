@@ -2,13 +2,15 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from crawlers.pages import crawl
 from crawlers.urls import InvalidURLError
-from pipeline.config import CrawlConfig
+from pipeline.config import CrawlConfig, NetConfig
 from pipeline.record import Pair
 from pipeline.stats import StageStats
 from tests.crawlers.conftest import FaultServer
@@ -19,7 +21,7 @@ def config(**overrides: Any) -> CrawlConfig:
         "timeout": 2.0,
         "backoff": 0.01,
         "concurrency": 8,
-        "allow_private_addresses": True,  # the test servers live on loopback
+        "net": NetConfig(allow_private=("127.0.0.1",)),  # the test servers live on loopback
     }
     values.update(overrides)
     return CrawlConfig(**values)
@@ -141,7 +143,7 @@ def test_gzip_page_is_parsed(fault_server: FaultServer) -> None:
 
 def test_private_addresses_refused_unless_allowed(fault_server: FaultServer) -> None:
     seeds = [fault_server.url("/site/0"), f"http://localhost:{fault_server.port}/html"]
-    pairs, stats = run(seeds, allow_private_addresses=False)
+    pairs, stats = run(seeds, net=NetConfig())
     assert pairs == [] and stats.dropped == {"private_address": 2}
     assert fault_server.log.paths == []
 
@@ -197,3 +199,41 @@ def test_offsite_links_are_not_followed(
 def test_invalid_seed_is_a_clear_error() -> None:
     with pytest.raises(InvalidURLError, match="invalid seed URL 'ftp://x/'"):
         crawl(["http://ok.example/", "ftp://x/"], config(), StageStats("crawl"))
+
+
+class DeepPageServer(FaultServer):
+    """The fault server plus `/deep`: 100k unclosed <div> around one image, served whole."""
+
+    def app(self) -> web.Application:
+        app = super().app()
+        app.router.add_get("/deep", self.deep)
+        return app
+
+    async def deep(self, request: web.Request) -> web.Response:
+        body = "<html><body>" + "<div>" * 100_000 + "<img src='/img/deep.jpg' alt='deep'>"
+        return web.Response(text=body, content_type="text/html")
+
+
+@pytest.fixture
+def deep_server() -> Iterator[FaultServer]:
+    server = DeepPageServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_pathological_page_does_not_stall_other_fetches(deep_server: FaultServer) -> None:
+    deep_server.page_delay = 0.02
+    start = time.monotonic()
+    pairs, stats = run([deep_server.url("/deep"), deep_server.url("/site/0")])
+    assert time.monotonic() - start < 10
+    assert stats.kept == 16
+    captions = {p.caption for p in pairs}
+    assert "deep" in captions and len(pairs) == 1 + 15 * 3
+
+
+def test_declared_sizes_reach_the_pairs(fault_server: FaultServer) -> None:
+    pairs, _ = run([fault_server.url("/html")])
+    assert [(p.declared_width, p.declared_height) for p in pairs] == [(None, None)]

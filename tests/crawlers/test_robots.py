@@ -5,18 +5,20 @@ import asyncio
 import pytest
 
 from crawlers.fetch import FetchOptions, open_session
-from crawlers.robots import RobotsCache, policy_from_response
+from crawlers.robots import RobotsCache, policy_from_response, product_token
+from pipeline.config import NetConfig
 from tests.crawlers.conftest import FaultServer
 
 UA = "OpenWITBot/0.1 (+https://example.org/bot)"
-OPTIONS = FetchOptions(user_agent=UA, timeout=2.0, allow_private_addresses=True)
+LOOPBACK = NetConfig(allow_private=("127.0.0.1",))  # the test servers, on any port
+OPTIONS = FetchOptions(user_agent=UA, timeout=2.0, net=LOOPBACK)
 
 
 def ask(server: FaultServer, urls: list[str]) -> tuple[list[bool], float | None, int]:
     """allowed() for each URL (concurrently), the host's crawl delay, and fetch count."""
 
     async def go() -> tuple[list[bool], float | None, int]:
-        async with open_session(UA, 8, 4, True) as session:
+        async with open_session(UA, 8, 4, LOOPBACK) as session:
             cache = RobotsCache(session, OPTIONS)
             answers = await asyncio.gather(*(cache.allowed(u) for u in urls))
             delay = await cache.crawl_delay(f"http://127.0.0.1:{server.port}")
@@ -68,3 +70,31 @@ def test_policy_from_a_parsed_body() -> None:
     policy = policy_from_response(200, None, b"User-agent: *\nDisallow: /a\nCrawl-delay: 2\n")
     assert not policy.allowed("http://h/a/b", UA) and policy.allowed("http://h/b", UA)
     assert policy.crawl_delay(UA) == 2.0 and policy.reason == "parsed"
+
+
+def test_a_byte_order_mark_does_not_hide_the_first_group() -> None:
+    policy = policy_from_response(200, None, b"\xef\xbb\xbfUser-agent: *\nDisallow: /a\n")
+    assert not policy.allowed("http://h/a", UA) and policy.allowed("http://h/b", UA)
+
+
+def test_groups_match_the_product_token_only() -> None:
+    assert product_token(UA) == "OpenWITBot"
+    assert product_token("  my_bot-2/1.0") == "my_bot-"
+    robots = (
+        b"User-agent: https\nDisallow: /\n\nUser-agent: example\nDisallow: /\n\n"
+        b"User-agent: *\nDisallow: /private\n"
+    )
+    policy = policy_from_response(200, None, robots)
+    assert policy.allowed("http://h/page", UA)  # the `https` and `example` groups are not ours
+    assert not policy.allowed("http://h/private", UA)
+    ours = policy_from_response(
+        200, None, b"User-agent: openwitbot\nDisallow: /x\nCrawl-delay: 3\n"
+    )
+    assert not ours.allowed("http://h/x", UA) and ours.crawl_delay(UA) == 3.0
+
+
+def test_the_cache_asks_with_the_product_token(fault_server: FaultServer) -> None:
+    fault_server.robots_txt = "User-agent: example\nDisallow: /\n\nUser-agent: *\nDisallow: /a\n"
+    answers, _, _ = ask(fault_server, [fault_server.url("/html"), fault_server.url("/a")])
+    assert answers == [True, False]
+    assert fault_server.log.user_agents == {UA}  # the whole header is still sent

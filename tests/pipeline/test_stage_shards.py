@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import pyarrow.parquet as pq
 import pytest
@@ -81,8 +82,8 @@ def curated(workdir: Path, base: str, paths: list[str], *extra: str) -> Pipeline
     config = load_config(
         None,
         [f"workdir='{workdir}'", "shards.image_size=64", "shards.min_image_side=0",
-         "shards.min_image_bytes=0", "shards.allow_private_addresses=true", "shards.retries=0",
-         *extra],
+         "shards.min_image_bytes=0", f"net.allow_private=['{urlsplit(base).netloc}']",
+         "shards.retries=0", *extra],
     )  # fmt: skip
     layout = RunLayout(workdir)
     pairs = sorted((Pair(url=base + p, caption=f"picture {p}") for p in paths), key=lambda p: p.uid)

@@ -14,7 +14,7 @@ from pathlib import Path
 import imagehash
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageCms
 
 from pipeline.config import ShardsConfig
 from pipeline.record import STATUS_FAILED_DECODE, STATUS_FAILED_RESIZE, STATUS_SUCCESS, Pair
@@ -201,6 +201,91 @@ def test_sixteen_bit_grey_is_scaled_to_eight_bits():
     data = encode(image, "PNG")
     assert Image.open(io.BytesIO(data)).mode.startswith("I")
     assert _pixel(data) == (128, 128, 128)
+
+
+def test_sixteen_bit_grey_is_scaled_by_its_depth_not_its_maximum():
+    """Two ramps one level apart (maxima 255 and 256 of 65535) are both nearly black."""
+    means = []
+    for top in (255, 256):
+        ramp = np.tile(np.linspace(0, top, 64).round().astype(np.uint16), (64, 1))
+        result = process_image(encode(Image.fromarray(ramp), "PNG"), _png(resize_mode="no"))
+        means.append(np.asarray(decoded(result.data), dtype=np.float64).mean())
+    assert means[0] < 1.0 and means[1] < 1.0
+    white = encode(Image.new("I;16", (64, 64), 65535), "PNG")
+    assert _pixel(white) == (255, 255, 255)
+
+
+def _keyed(mode: str, key: object, colour: object) -> bytes:
+    """A 64x64 PNG of `mode` with a colour key (tRNS): the left half in `key` (transparent),
+    the right half in `colour`."""
+    image = Image.new(mode, (64, 64), key)  # type: ignore[arg-type]
+    image.paste(colour, (32, 0, 64, 64))  # type: ignore[arg-type]
+    return encode(image, "PNG", transparency=key)
+
+
+@pytest.mark.parametrize(
+    ("mode", "key", "colour", "opaque"),
+    [
+        ("RGB", (0, 255, 0), (200, 0, 0), (200, 0, 0)),
+        ("L", 10, 90, (90, 90, 90)),
+        ("1", 0, 1, (255, 255, 255)),
+    ],
+)
+@pytest.mark.parametrize("fmt", ["png", "jpg"])
+def test_colour_key_transparency_is_composited_on_white(
+    mode: str, key: object, colour: object, opaque: tuple, fmt: str
+):
+    data = _keyed(mode, key, colour)
+    assert "transparency" in Image.open(io.BytesIO(data)).info
+    result = process_image(data, ShardsConfig(encode_format=fmt, resize_mode="no"))
+    image = decoded(result.data)
+    assert "transparency" not in image.info
+    tolerance = 0 if fmt == "png" else 8
+    for xy, expected in (((4, 4), (255, 255, 255)), ((56, 4), opaque)):
+        assert np.abs(np.subtract(rgb_at(image, xy), expected)).max() <= tolerance, (xy, fmt)
+
+
+def test_palette_colour_key_is_composited_on_white():
+    image = Image.new("P", (64, 64), 3)
+    image.putpalette([0, 0, 0, 255, 0, 0, 0, 0, 255, 0, 255, 0])
+    image.paste(1, (32, 0, 64, 64))
+    data = encode(image, "PNG", transparency=3, bits=2)
+    assert _pixel(data) == (255, 255, 255) and _pixel(data, xy=(40, 2)) == (255, 0, 0)
+
+
+def _swapped_primaries_profile() -> bytes:
+    """An RGB ICC profile that is sRGB with its red and green primaries exchanged: pixels
+    stored under it as (r, g, b) are (g, r, b) in sRGB. Built from Pillow's own sRGB."""
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    profile = bytearray(srgb)
+    (count,) = struct.unpack(">I", srgb[128:132])
+    entries = {srgb[132 + 12 * i : 136 + 12 * i]: 136 + 12 * i for i in range(count)}
+    red, green = entries[b"rXYZ"], entries[b"gXYZ"]
+    profile[red : red + 8], profile[green : green + 8] = (
+        srgb[green : green + 8],
+        srgb[red : red + 8],
+    )
+    return bytes(profile)
+
+
+def test_an_embedded_profile_is_converted_to_srgb():
+    icc = _swapped_primaries_profile()
+    data = encode(photo_like(96, 64, seed=3), "JPEG", quality=95, icc_profile=icc)
+    result = process_image(data, ShardsConfig(resize_mode="no", encode_format="png"))
+    out = decoded(result.data)
+    assert out.info.get("icc_profile") is None  # the output is plain sRGB
+    stored = np.asarray(decoded(data).convert("RGB"), dtype=np.float64)  # profile ignored
+    expected = stored[:, :, [1, 0, 2]]  # red and green exchanged
+    assert np.abs(np.asarray(out, dtype=np.float64) - expected).max() <= 1  # CMS rounding
+    assert np.abs(stored - expected).mean() > 20  # what ignoring the profile would cost
+
+
+def test_a_grey_profile_and_a_broken_one_do_not_fail():
+    grey = Image.new("L", (64, 64), 128)
+    xyz = ImageCms.ImageCmsProfile(ImageCms.createProfile("XYZ")).tobytes()  # not RGB
+    for icc in (b"not a profile", xyz):
+        data = encode(grey.convert("RGB"), "PNG", icc_profile=icc)
+        assert _pixel(data) == (128, 128, 128)
 
 
 def test_unsupported_mode_is_a_decode_error():
