@@ -9,12 +9,16 @@ Adding a knob means adding a field here with a default; nothing else threads it 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import re
 import tomllib
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import tomli_w
 
@@ -24,6 +28,10 @@ from pipeline.io import write_text
 EXECUTORS = ("local", "ray")
 CRAWL_SOURCES = ("seeds", "url_list", "wat", "warc")  # at most one; none means the sandbox
 LANGUAGE_ENGINES = ("langdetect", "none")
+# Field metadata of a stage's copy of a pipeline-wide section: filled from that section by
+# `PipelineConfig`, neither read from nor written to the stage's own table.
+COPY_OF = "copy_of"
+_HOST_NAME = re.compile(r"^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$")
 
 
 class ConfigError(ValueError):
@@ -60,6 +68,115 @@ class SandboxConfig:
 
 
 @dataclass(frozen=True)
+class NetRule:
+    """One parsed `net.allow_private` entry: an IP network or a host name, and a port
+    (None: any port)."""
+
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network | None
+    host: str | None
+    port: int | None
+
+    def matches(self, host: str, address: str, port: int) -> bool:
+        """Does this rule cover a request to `host` (as written in the URL) that reaches
+        `address`:`port`? IPv4-mapped IPv6 addresses are compared as their IPv4 form."""
+        if self.port is not None and self.port != port:
+            return False
+        if self.host is not None:
+            return self.host == host.strip("[]").rstrip(".").lower()
+        assert self.network is not None
+        return unmapped(ipaddress.ip_address(address.strip("[]").split("%")[0])) in self.network
+
+
+def unmapped(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Any:
+    """`ip`, or the IPv4 address inside an IPv4-mapped IPv6 one."""
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return ip if mapped is None else mapped
+
+
+def parse_net_rule(entry: str) -> NetRule:
+    """Parse `host`, `host:port`, `[v6]:port`, an address or a CIDR network (`10.0.0.0/8`);
+    raises ValueError saying what is wrong."""
+    host, port = _split_port(entry.strip().lower())
+    try:
+        return NetRule(unmapped_network(ipaddress.ip_network(host)), None, port)
+    except ValueError:
+        if "/" in host:
+            raise  # a network written wrong, e.g. "10.0.0.1/8" (host bits set)
+    name = host.rstrip(".")
+    if not _HOST_NAME.match(name):
+        raise ValueError("expected host, host:port or a CIDR network like 10.0.0.0/8")
+    return NetRule(None, name, port)
+
+
+def unmapped_network(
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network,
+) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """A single IPv4-mapped IPv6 address as its IPv4 network; other networks unchanged."""
+    if isinstance(network, ipaddress.IPv6Network) and network.prefixlen == 128:
+        mapped = network.network_address.ipv4_mapped
+        if mapped is not None:
+            return ipaddress.IPv4Network(mapped)
+    return network
+
+
+def _split_port(text: str) -> tuple[str, int | None]:
+    if text.startswith("["):
+        host, close, rest = text[1:].partition("]")
+        if not close or (rest and not rest.startswith(":")):
+            raise ValueError("a bracketed IPv6 address is written [addr] or [addr]:port")
+        return host, _port(rest[1:]) if rest else None
+    if text.count(":") == 1:
+        host, _, port = text.partition(":")
+        return host, _port(port)
+    return text, None  # a name, an IPv4 address or network, or a bare IPv6 one
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ValueError(f"bad port {text!r}")
+    return int(text)
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """The network policy of every request the pipeline makes (crawler, robots.txt, images).
+
+    Addresses that are not public (loopback, private, link-local, multicast, unspecified,
+    reserved, IPv4-mapped IPv6) are refused after DNS resolution, on every hop, unless an
+    `allow_private` entry covers the request: `host` (any port), `host:port`, an address,
+    or a CIDR network (`10.0.0.0/8`, `127.0.0.1:8080`, `[::1]:8080`). A host entry covers
+    the name as written in the URL, whatever it resolves to.
+    """
+
+    allow_private: tuple[str, ...] = ()
+
+    def rules(self) -> tuple[NetRule, ...]:
+        return tuple(parse_net_rule(entry) for entry in self.allow_private)
+
+    def allowing(self, urls: Iterable[str]) -> NetConfig:
+        """This policy plus exactly the `host:port` of each URL (the sandbox's origins)."""
+        added = [_origin(url) for url in urls]
+        entries = self.allow_private + tuple(e for e in added if e not in self.allow_private)
+        return dataclasses.replace(self, allow_private=entries)
+
+    def check(self) -> list[tuple[str, str]]:
+        for entry in self.allow_private:
+            try:
+                parse_net_rule(entry)
+            except ValueError as exc:
+                return [("allow_private", f"entry {entry!r}: {exc}")]
+        return []
+
+
+def _origin(url: str) -> str:
+    """`host:port` of an http(s) URL, the default port written out."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    host = parts.hostname or ""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass(frozen=True)
 class CrawlConfig:
     """The polite page crawler: which pages to fetch and how gently."""
 
@@ -91,7 +208,8 @@ class CrawlConfig:
     max_page_bytes: int = 5_000_000
     max_url_length: int = 1024
     same_host_only: bool = False
-    allow_private_addresses: bool = False  # the sandbox turns this on for loopback
+    # A copy of the pipeline's `net` (not a key of this table); the sandbox adds its ports.
+    net: NetConfig = field(default_factory=NetConfig, metadata={COPY_OF: "net"})
 
     def check(self) -> list[tuple[str, str]]:
         errors = _positive(
@@ -158,7 +276,8 @@ class ShardsConfig:
     retries: int = 2
     respect_opt_out: bool = True  # X-Robots-Tag noai, noimageai, noindex, noimageindex
     user_agent: str = "OpenWITBot/0.1 (+https://github.com/openwit/openwit)"
-    allow_private_addresses: bool = False
+    # A copy of the pipeline's `net` (not a key of this table); the sandbox adds its ports.
+    net: NetConfig = field(default_factory=NetConfig, metadata={COPY_OF: "net"})
     threads: int = 2  # per fetch task: threads that decode, resize and hash
 
     def check(self) -> list[tuple[str, str]]:
@@ -196,6 +315,7 @@ class TrainConfig:
     batch_size: int = 64
     epochs: int = 8
     samples_per_epoch: int = 0  # 0: the number of samples in the shards
+    samples: int = 0  # the budget: samples to train on in all; 0: epochs x samples_per_epoch
     lr: float = 1e-3
     weight_decay: float = 0.1
     warmup_steps: int = 20
@@ -203,15 +323,17 @@ class TrainConfig:
     workers: int = 1  # dataloader worker processes per rank
     seed: int = 0
     device: str = "cpu"
-    max_seconds: float = 0.0  # stop training after this long; 0: no limit
-    checkpoint_every: int = 200  # steps
+    max_seconds: float = 0.0  # a safety cap on wall time; 0: none (results then vary by machine)
+    checkpoint_every: int = 0  # steps; 0: ten checkpoints per run (every total steps / 10)
     eval_set: str = ""  # labelled held-out folder; empty means the sandbox's
 
     def check(self) -> list[tuple[str, str]]:
         errors = _positive(
             self, "image_size", "embed_dim", "batch_size", "epochs", "context_length", "lr"
         )
-        errors += _non_negative(self, "samples_per_epoch", "warmup_steps", "max_seconds")
+        errors += _non_negative(
+            self, "samples_per_epoch", "samples", "warmup_steps", "max_seconds", "checkpoint_every"
+        )
         if self.text_width % self.text_heads:
             errors.append(("text_width", "must be a multiple of text_heads"))
         return errors
@@ -242,11 +364,19 @@ class PipelineConfig:
     # is bounded by part_rows x workers, never by the number of pairs.
     part_rows: int = 250_000
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    net: NetConfig = field(default_factory=NetConfig)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     crawl: CrawlConfig = field(default_factory=CrawlConfig)
     curate: CurateConfig = field(default_factory=CurateConfig)
     shards: ShardsConfig = field(default_factory=ShardsConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        # One network policy: the crawler's and the downloader's copies are always `net`.
+        for name in ("crawl", "shards"):
+            stage = getattr(self, name)
+            if stage.net != self.net:
+                object.__setattr__(self, name, dataclasses.replace(stage, net=self.net))
 
     def check(self) -> list[tuple[str, str]]:
         return _positive(self, "part_rows")
@@ -314,9 +444,12 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a table")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
+    copies = {f.name: f.metadata[COPY_OF] for f in dataclasses.fields(cls) if COPY_OF in f.metadata}
     for key in data:
         if key not in names:
             raise ConfigError(f"unknown config key: {prefix}{key}")
+        if key in copies:
+            raise ConfigError(f"unknown config key: {prefix}{key} (set {copies[key]}.* instead)")
     values: dict[str, Any] = {}
     for name, value in data.items():
         hint = hints[name]
@@ -356,8 +489,15 @@ def _validate(obj: Any, prefix: str) -> None:
             _validate(value, prefix=f"{prefix}{f.name}.")
 
 
-def config_to_dict(config: PipelineConfig) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """The config as nested dicts, without the stages' copies of pipeline-wide sections."""
+    data: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if COPY_OF in f.metadata:
+            continue
+        data[f.name] = config_to_dict(value) if dataclasses.is_dataclass(value) else value
+    return data
 
 
 def save_config(config: PipelineConfig, path: str | Path) -> None:

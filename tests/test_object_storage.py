@@ -12,7 +12,7 @@ from tests.conftest import run_cli
 pytestmark = pytest.mark.slow
 
 OVERRIDES = [
-    "sandbox.base_port=0", "sandbox.pages_per_host=20", "train.epochs=1", "train.max_seconds=0",
+    "sandbox.base_port=0", "sandbox.pages_per_host=20", "train.samples=640",
     "sandbox.heldout_per_class=2",
 ]  # fmt: skip
 

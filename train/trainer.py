@@ -6,12 +6,19 @@ environment: gloo on CPU, NCCL on CUDA. Everything a rerun needs is in
 stopped (by `max_seconds`, or killed) continues from its last checkpoint at the exact batch
 it had reached, since the loader can start any epoch after any number of batches.
 
+The budget is a number of samples (`samples`, else `epochs` x `samples_per_epoch`), so the
+same seed and budget give the same steps and the same model on any machine, however busy;
+`max_seconds` is only a safety cap. A checkpoint is written every `checkpoint_every` steps
+(by default ten times a run). Rank 0 holds `out_dir/train.lock` while it trains, and under
+torchrun every rank exits once its launcher is gone (see `train.guard`).
+
 Files in `out_dir` (written by rank 0): `log.jsonl` (one line every `log_every` steps:
 step, epoch, loss, lr, logit scale, samples/s), `checkpoint.pt`, `results.json`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -32,6 +39,7 @@ from pipeline.config import TrainConfig
 from pipeline.io import atomic_path, write_json, write_text
 from train.data import batches_per_epoch, derive_seed, make_loader
 from train.evaluate import zero_shot_accuracy
+from train.guard import RunLock, exit_with_launcher
 from train.loss import ClipLoss
 from train.model import CLIP, LOGIT_SCALE_MAX
 from train.tokenizer import HashTokenizer
@@ -48,7 +56,7 @@ class TrainResult:
     """What a run achieved; saved as `results.json`."""
 
     steps: int  # optimizer steps taken, in total (resumed runs included)
-    total_steps: int  # steps the config asks for: epochs x batches per epoch
+    total_steps: int  # steps the budget buys: samples (or epochs x per epoch) / global batch
     samples_seen: int  # steps x global batch
     epochs_done: float  # steps / batches per epoch
     final_loss: float | None  # mean loss of the last logging window, across ranks
@@ -99,6 +107,13 @@ def wrap_for_ranks(model: CLIP, procs: Processes) -> nn.Module:
         return model
     device_ids = [procs.device.index] if procs.device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids)
+
+
+def budget_steps(config: TrainConfig, steps_per_epoch: int, world_size: int) -> int:
+    """Steps the budget buys: `samples` over the global batch, else whole epochs."""
+    if config.samples:
+        return max(1, config.samples // (config.batch_size * world_size))
+    return config.epochs * steps_per_epoch
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
@@ -298,7 +313,11 @@ class TrainingRun:
 
     @property
     def total_steps(self) -> int:
-        return self.config.epochs * self.steps_per_epoch
+        return budget_steps(self.config, self.steps_per_epoch, self.procs.world_size)
+
+    @property
+    def checkpoint_every(self) -> int:
+        return self.config.checkpoint_every or max(1, self.total_steps // 10)
 
     @property
     def global_batch(self) -> int:
@@ -322,7 +341,7 @@ class TrainingRun:
 
 
 def run_epoch(run: TrainingRun, log_every: int) -> bool:
-    """Train from `run.step` to the end of its epoch; False if time ran out first."""
+    """Train from `run.step` to the end of its epoch or the budget; False if time ran out."""
     epoch, start_batch = divmod(run.step, run.steps_per_epoch)
     config, procs = run.config, run.procs
     loss_fn = ClipLoss(procs.rank, procs.world_size)
@@ -336,8 +355,10 @@ def run_epoch(run: TrainingRun, log_every: int) -> bool:
         run.step += 1
         if run.step % log_every == 0:
             run.log()
-        if run.step % config.checkpoint_every == 0:
+        if run.step % run.checkpoint_every == 0:
             run.checkpoint()
+        if run.step >= run.total_steps:
+            break
         if out_of_time(run.started, config, procs):
             return False
     return True
@@ -351,12 +372,30 @@ def train(
     *,
     log_every: int = 10,
 ) -> TrainResult:
-    """Train a CLIP on `shards` into `out_dir`, resuming from its checkpoint if present."""
+    """Train a CLIP on `shards` into `out_dir`, resuming from its checkpoint if present.
+
+    Raises PipelineError if another process is training in `out_dir`.
+    """
     out_dir = storage.name(out_dir)
-    # 1. processes and seeds: every rank builds the same initial weights
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        exit_with_launcher(os.getppid())  # torchrun's workers would outlive a killed agent
     procs = start_processes(config)
-    torch.manual_seed(derive_seed(config.seed, "init"))
     storage.makedirs(out_dir)
+    with RunLock(out_dir) if procs.is_main else contextlib.nullcontext():
+        return run_training(config, shards, out_dir, procs, eval_dir, log_every)
+
+
+def run_training(
+    config: TrainConfig,
+    shards: list[str],
+    out_dir: str,
+    procs: Processes,
+    eval_dir: str | Path | None,
+    log_every: int,
+) -> TrainResult:
+    """The loop `train` runs once this process has joined the job and holds the folder."""
+    # 1. seeds: every rank builds the same initial weights
+    torch.manual_seed(derive_seed(config.seed, "init"))
     # 2. model and AdamW; the schedule is counted in steps
     model = CLIP(config).to(procs.device)
     optimizer = make_optimizer(model, config)

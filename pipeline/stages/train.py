@@ -1,10 +1,12 @@
 """Stage 4: stream the run's shards into the contrastive trainer.
 
 Runs in every rank when launched under torchrun; the trainer itself splits shards by node
-and worker and makes rank 0 the only writer of logs, checkpoints and results. A training
-run that reached its end (all epochs, or `train.max_seconds`) leaves `train/train.done`;
-a killed one resumes from its last checkpoint. To train further, raise `train.epochs` or
-`train.max_seconds` and delete the marker: the checkpoint carries on.
+and worker and makes rank 0 the only writer of logs, checkpoints and results (holding
+`train/train.lock`, so a second run on the same folder fails at once). A training run that
+spent its budget (`train.samples`, else `train.epochs` passes; or the optional safety cap
+`train.max_seconds`) leaves `train/train.done`; a killed one resumes from its last
+checkpoint. To train further, raise `train.samples` (or `train.epochs`) and delete the
+marker: the checkpoint carries on.
 """
 
 from __future__ import annotations

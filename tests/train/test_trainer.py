@@ -16,6 +16,7 @@ from PIL import Image
 
 from pipeline.config import TrainConfig
 from tests.train.colour_data import COLOURS, TINY
+from train import trainer
 from train.__main__ import main
 from train.evaluate import retrieval_recall
 from train.loss import ClipLoss
@@ -119,6 +120,43 @@ def test_stopped_run_resumes_exactly_where_it_stopped(
     assert again.steps == 16 and again.final_loss == pytest.approx(losses[-1])
 
 
+def test_a_sample_budget_stops_mid_epoch_and_checkpoints_along_the_way(
+    colour_shards: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saved: list[int] = []
+    real_save = trainer.save_checkpoint
+
+    def spy(path: str, model: CLIP, optimizer: Any, step: int, *args: Any) -> None:
+        saved.append(step)
+        real_save(path, model, optimizer, step, *args)
+
+    monkeypatch.setattr(trainer, "save_checkpoint", spy)
+    # 200 samples buy 12 steps of 16 (8 per epoch); epochs are ignored; by default ten
+    # checkpoints a run: every 12 // 10 = 1 step here, so check the interval with 20 steps
+    config = dataclasses.replace(TINY, epochs=50, samples=200, checkpoint_every=0)
+    result = train(config, colour_shards, tmp_path / "short", log_every=4)
+    assert (result.steps, result.total_steps, result.samples_seen) == (12, 12, 192)
+    assert not result.stopped_early and result.epochs_done == pytest.approx(1.5)
+    state = torch.load(tmp_path / "short" / "checkpoint.pt", weights_only=True)
+    assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (12, 1, 4)
+    saved.clear()
+    train(dataclasses.replace(config, samples=320), colour_shards, tmp_path / "long")
+    assert saved == [2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 20]  # the last one: the final state
+
+
+@pytest.mark.slow
+def test_the_same_seed_and_budget_give_the_same_results(
+    colour_shards: list[str], colour_eval: Path, tmp_path: Path
+) -> None:
+    config = dataclasses.replace(TINY, samples=480, workers=2)
+    for name in ("a", "b"):
+        train(config, colour_shards, tmp_path / name, colour_eval, log_every=5)
+    a, b = (json.loads((tmp_path / name / "results.json").read_text()) for name in "ab")
+    assert a["steps"] == b["steps"] == 30 and a["zero_shot"] == b["zero_shot"]
+    # one process, one thread count: CPU kernels run in the same order, bit for bit
+    assert a["final_loss"] == b["final_loss"]
+
+
 # ---------------------------------------------------------------- two processes
 
 
@@ -141,12 +179,12 @@ def run_rank(rank: int, port: int, shards: list[str], out_dir: str, config: Trai
 
 @pytest.mark.slow
 def test_two_ranks_under_ddp_agree_on_steps(colour_shards: list[str], tmp_path: Path) -> None:
-    # 40 epochs of 4 steps would take far longer than 2 s: rank 0's clock stops both ranks
-    config = dataclasses.replace(TINY, epochs=40, max_seconds=2.0, samples_per_epoch=128)
+    # a budget of 224 samples: 7 steps of 2 x 16, stopping in the middle of the second epoch
+    config = dataclasses.replace(TINY, epochs=40, samples=224, samples_per_epoch=128)
     args = (free_port(), colour_shards, str(tmp_path), config)
     mp.spawn(run_rank, args=args, nprocs=2, join=True)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
-    assert ranks[0]["steps"] == ranks[1]["steps"] > 0
+    assert ranks[0]["steps"] == ranks[1]["steps"] == ranks[0]["total_steps"] == 7
     assert ranks[0]["world_size"] == 2 and ranks[0]["samples_seen"] == ranks[0]["steps"] * 32
     assert ranks[0]["final_loss"] == pytest.approx(ranks[1]["final_loss"])  # averaged over ranks
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
