@@ -88,7 +88,7 @@ lint: venv ## ruff (lint and format check) and mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: venv ## benchmarks against the peers (img2dataset, MetaCLIP matching, langdetect)
+bench: venv ## benchmarks against the peers (img2dataset, MetaCLIP, langdetect, warcio, DuckDB...)
 	$(BIN)/python -m bench
 
 clean: ## remove run folders (keeps .venv)

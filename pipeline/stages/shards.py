@@ -663,6 +663,8 @@ def run_retry_failed(config: PipelineConfig, quiet: bool = False) -> StageStats:
         cfg = config.shards
         if web is not None:
             cfg = dataclasses.replace(cfg, net=cfg.net.allowing(web.base_urls))
+        # The retry reads the shards, not the selection: its plan only tells how many shards
+        # there are (every row the first run recorded, cut as it cut them).
         rows = int(previous.seen)
         plan = ShardPlan((), (0, rows), cfg.samples_per_shard)
         job = ShardsJob(cfg, layout.root, plan, max(8, math.ceil(rows / config.part_rows)))
