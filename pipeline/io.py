@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -36,6 +36,7 @@ __all__ = [
     "read_parquet",
     "read_table",
     "remove_stale_temporaries",
+    "saved_once",
     "write_json",
     "write_pairs",
     "write_table",
@@ -71,6 +72,16 @@ def write_json(location: PathLike, obj: Any) -> None:
 
 def read_json(location: PathLike) -> Any:
     return json.loads(storage.read_bytes(location))
+
+
+def saved_once(location: PathLike, make: Callable[[], Any]) -> Any:
+    """The JSON at `location`, or `make()` written there first: a decision (a stage's plan)
+    taken when a unit first starts and kept for every resume."""
+    if storage.exists(location):
+        return read_json(location)
+    value = make()
+    write_json(location, value)
+    return value
 
 
 def marker_path(folder: PathLike, name: str) -> str:

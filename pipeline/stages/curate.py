@@ -58,9 +58,9 @@ from pipeline.io import (
     done_info,
     is_done,
     mark_done,
-    read_json,
     read_parquet,
     remove_stale_temporaries,
+    saved_once,
     write_json,
     write_table,
 )
@@ -144,11 +144,7 @@ def make_plan(config: PipelineConfig, layout: RunLayout) -> CuratePlan:
 def load_plan(config: PipelineConfig, layout: RunLayout) -> CuratePlan:
     """The plan saved by an earlier (killed) run of this stage, or a new one, saved."""
     path = storage.join(layout.curate_work, "plan.json")
-    if storage.exists(path):
-        return CuratePlan.from_dict(read_json(path))
-    plan = make_plan(config, layout)
-    write_json(path, plan.to_dict())
-    return plan
+    return CuratePlan.from_dict(saved_once(path, lambda: make_plan(config, layout).to_dict()))
 
 
 # ------------------------------------------------------------------ what every task knows

@@ -54,11 +54,10 @@ from pipeline.io import (
     done_info,
     is_done,
     mark_done,
-    read_json,
     read_pairs,
     read_parquet,
     remove_stale_temporaries,
-    write_json,
+    saved_once,
     write_table,
 )
 from pipeline.layout import RunLayout
@@ -165,11 +164,9 @@ def make_plan(layout: RunLayout, samples_per_shard: int) -> ShardPlan:
 
 def load_plan(layout: RunLayout, samples_per_shard: int) -> ShardPlan:
     path = storage.join(layout.shards_work, "plan.json")
-    if storage.exists(path):
-        return ShardPlan.from_dict(read_json(path))
-    plan = make_plan(layout, samples_per_shard)
-    write_json(path, plan.to_dict())
-    return plan
+    return ShardPlan.from_dict(
+        saved_once(path, lambda: make_plan(layout, samples_per_shard).to_dict())
+    )
 
 
 @dataclass(frozen=True)
@@ -256,6 +253,12 @@ def staged_table(results: list[tuple[Pair, bytes | None]]) -> pa.Table:
     return table.append_column(IMAGE_COLUMN, images)
 
 
+def write_staged(location: str, results: list[tuple[Pair, bytes | None]]) -> None:
+    """A staged part: the rows in uid order, the encoded images stored as they are."""
+    codecs = {field.name: "zstd" for field in PAIR_SCHEMA} | {IMAGE_COLUMN: "none"}
+    write_table(location, staged_table(results), compression=codecs)
+
+
 def fetch_part(job: ShardsJob, shard: int) -> dict[str, Any]:
     """One task: fetch, process and stage the images of shard `shard` (resumable)."""
     folder = job.layout.images_dir
@@ -267,9 +270,7 @@ def fetch_part(job: ShardsJob, shard: int) -> dict[str, Any]:
     results = asyncio.run(fetch_and_process(pairs, job.config, stats))
     if len(results) != len(pairs):
         raise RuntimeError(f"shard {shard}: {len(results)} of {len(pairs)} rows came back")
-    # The encoded images are stored, not recompressed.
-    codecs = {field.name: "zstd" for field in PAIR_SCHEMA} | {IMAGE_COLUMN: "none"}
-    write_table(job.staged(shard), staged_table(results), compression=codecs)
+    write_staged(job.staged(shard), results)
     info = {"rows": len(results), "fetch": stats.to_dict()}
     mark_done(folder, name, info)
     return info
@@ -417,6 +418,12 @@ def resolve_near_duplicates(job: ShardsJob) -> int:
 # ------------------------------------------------------------------ pass 3: write shards
 
 
+def drop_reasons(decisions: pa.Table) -> dict[str, str]:
+    """uid -> drop reason, from a shard's dedup decisions."""
+    uids, reasons = decisions.column("uid").to_pylist(), decisions.column("reason").to_pylist()
+    return dict(zip(uids, reasons, strict=True))
+
+
 def stored_image(pair: Pair, data: bytes, encode_format: str) -> ProcessedImage:
     return ProcessedImage(
         data=data,
@@ -435,11 +442,7 @@ def write_part_shard(job: ShardsJob, shard: int, decisions: pa.Table) -> dict[st
     name = f"write-{shard:05d}"
     if is_done(job.work, name):
         return done_info(job.work, name)
-    drops = dict(
-        zip(
-            decisions.column("uid").to_pylist(), decisions.column("reason").to_pylist(), strict=True
-        )
-    )
+    drops = drop_reasons(decisions)
     table = read_parquet(job.staged(shard))
     images = table.column(IMAGE_COLUMN).to_pylist()
     samples = []
@@ -569,8 +572,7 @@ def refetch_shard(job: ShardsJob, shard: int) -> dict[str, Any]:
     ]
     stats = StageStats("fetch")
     results = asyncio.run(fetch_and_process(again, job.config, stats))
-    codecs = {field.name: "zstd" for field in PAIR_SCHEMA} | {IMAGE_COLUMN: "none"}
-    write_table(job.staged(shard), staged_table(results), compression=codecs)
+    write_staged(job.staged(shard), results)
     info = {"rows": len(results), "fetch": stats.to_dict()}
     mark_done(folder, name, info)
     return info
@@ -595,11 +597,7 @@ def rewrite_shard(job: ShardsJob, shard: int, decisions: pa.Table) -> dict[str, 
     name = f"rewrite-{shard:05d}"
     if is_done(job.work, name):
         return done_info(job.work, name)
-    drops = dict(
-        zip(
-            decisions.column("uid").to_pylist(), decisions.column("reason").to_pylist(), strict=True
-        )
-    )
+    drops = drop_reasons(decisions)
     staged = read_parquet(job.staged(shard))
     retried = dict(
         zip(
