@@ -6,8 +6,9 @@ come out as Arrow tables of candidates (`read_url_batches`: url, caption, source
 through bounded memory; `read_url_list` gives the same rows as `Pair`s. A null caption is
 "". Rows with an empty URL are skipped and, when `stats` is given, counted as dropped
 `missing_url`. A missing column is one `UrlListError` naming it and the columns that
-exist. Parquet is read batch by batch, csv/tsv by pyarrow's streaming reader, jsonl and
-txt line by line.
+exist; so is a url or caption column that is not text (a parquet column of numbers, a JSON
+number in a row), and a parquet file that is not one (corrupt, empty). Parquet is read
+batch by batch, csv/tsv by pyarrow's streaming reader, jsonl and txt line by line.
 """
 
 from __future__ import annotations
@@ -120,11 +121,48 @@ def _parquet_columns(
     path: str, url_col: str, caption_col: str | None
 ) -> Iterator[tuple[pa.Array, pa.Array | None]]:
     with storage.open_input(path) as handle:
-        parquet = pq.ParquetFile(handle)
-        _check_columns(path, parquet.schema_arrow.names, url_col, caption_col)
-        columns = [c for c in (url_col, caption_col) if c is not None]
-        for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=columns):
-            yield batch.column(url_col), batch.column(caption_col) if caption_col else None
+        try:
+            parquet = pq.ParquetFile(handle)
+            _check_columns(path, parquet.schema_arrow.names, url_col, caption_col)
+            _check_text_types(path, parquet.schema_arrow, url_col, caption_col)
+            columns = [c for c in (url_col, caption_col) if c is not None]
+            for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=columns):
+                urls = _text_array(batch.column(url_col))
+                yield urls, _text_array(batch.column(caption_col)) if caption_col else None
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise UrlListError(f"{path}: not a readable parquet file: {exc}") from None
+
+
+def _is_text_type(kind: pa.DataType) -> bool:
+    """Text, bytes (read as UTF-8), all-null, or a dictionary of one of them."""
+    if pa.types.is_dictionary(kind):
+        return _is_text_type(kind.value_type)
+    return bool(
+        pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_binary(kind)
+        or pa.types.is_large_binary(kind)
+        or pa.types.is_null(kind)
+    )
+
+
+def _check_text_types(path: str, schema: pa.Schema, *wanted: str | None) -> None:
+    for column in wanted:
+        if column is not None and not _is_text_type(schema.field(column).type):
+            kind = schema.field(column).type
+            raise UrlListError(
+                f"{path}: column {column!r} is {kind}, not text: "
+                "write it as strings, or name another column"
+            )
+
+
+def _text_array(values: pa.Array) -> pa.Array:
+    """A text-like parquet column as strings (bytes decoded as UTF-8, bad bytes replaced)."""
+    if pa.types.is_dictionary(values.type):
+        values = values.cast(values.type.value_type)
+    if pa.types.is_binary(values.type) or pa.types.is_large_binary(values.type):
+        return _utf8(values)
+    return values
 
 
 def _csv_header(path: str, delimiter: str) -> list[str]:
@@ -185,8 +223,12 @@ def _jsonl_columns(
             if not checked:  # the first row names the columns; later gaps are missing values
                 _check_columns(path, list(row), url_col, caption_col)
                 checked = True
-            urls.append(_text(row.get(url_col)))
-            captions.append(_text(row.get(caption_col)) if caption_col else None)
+            urls.append(_text(row.get(url_col), f"{path}:{number}", url_col))
+            captions.append(
+                _text(row.get(caption_col), f"{path}:{number}", caption_col)
+                if caption_col
+                else None
+            )
             if len(urls) == BATCH_ROWS:
                 yield pa.array(urls, pa.string()), pa.array(captions, pa.string())
                 urls, captions = [], []
@@ -194,8 +236,16 @@ def _jsonl_columns(
         yield pa.array(urls, pa.string()), pa.array(captions, pa.string())
 
 
-def _text(value: object) -> str | None:
-    return None if value is None else str(value)
+def _text(value: object, where: str, column: str) -> str | None:
+    """A JSON field as text; a number, list or object where text belongs is an error."""
+    if value is None or isinstance(value, str):
+        return value
+    raise UrlListError(f"{where}: {column!r} is a JSON {_json_type(value)}, not a string")
+
+
+def _json_type(value: object) -> str:
+    names = {bool: "boolean", int: "number", float: "number", list: "array", dict: "object"}
+    return names.get(type(value), type(value).__name__)
 
 
 def _txt_columns(path: str) -> Iterator[tuple[pa.Array, pa.Array | None]]:

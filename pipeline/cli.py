@@ -12,18 +12,21 @@
 Every command takes `--config FILE`, `--set key=value` (repeatable, TOML values) and
 `--workdir DIR`. Without `--config`, a command continues with the config an earlier command
 saved in the run folder. A finished stage is skipped, so rerunning a command resumes it. Bad input
-(a missing file, an unknown key, a used port) is one line on stderr and exit status 2.
+(a missing file, an unknown key, a used port, a run folder that cannot be written, a full disk)
+is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import importlib
 import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from pipeline import storage
@@ -147,6 +150,42 @@ def user_errors() -> tuple[type[Exception], ...]:
     return (*USER_ERRORS, SandboxError, QueryListError, InvalidURLError, UrlListError)
 
 
+# Why a file in the run folder cannot be written: full, read-only, not a folder.
+WRITE_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR}
+    | {errno.EEXIST, errno.EISDIR}
+)
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+@contextlib.contextmanager
+def run_folder_errors(root: str) -> Iterator[None]:
+    """An OSError writing the run folder (or a full disk anywhere) as one `PipelineError`."""
+    try:
+        yield
+    except OSError as exc:
+        if not is_run_folder_error(exc, root):
+            raise
+        raise PipelineError(
+            f"cannot write to the run folder {root}: {exc.strerror or exc}"
+        ) from None
+
+
+def is_run_folder_error(exc: OSError, root: str) -> bool:
+    if exc.errno in DISK_FULL_ERRNOS:
+        return True
+    if exc.errno not in WRITE_ERRNOS or storage.is_remote(root):
+        return False
+    return any(_inside(name, root) for name in (exc.filename, exc.filename2))
+
+
+def _inside(name: object, root: str) -> bool:
+    if not isinstance(name, (str, os.PathLike)):
+        return False
+    path, folder = os.path.abspath(os.fspath(name)), os.path.abspath(storage.local(root))
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -156,9 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         config = resolve_config(args)
-        if is_rank_zero() and args.command != "report":
-            save_config(config, RunLayout(config.root).config_file)
-        run_command(args.command, config, quiet=args.quiet, retry_failed=args.retry_failed)
+        with run_folder_errors(config.root):
+            if is_rank_zero() and args.command != "report":
+                save_config(config, RunLayout(config.root).config_file)
+            run_command(args.command, config, quiet=args.quiet, retry_failed=args.retry_failed)
     except user_errors() as exc:
         print(f"openwit: error: {exc}", file=sys.stderr)
         return 2

@@ -145,7 +145,20 @@ def read_url_lists(config: PipelineConfig, stats: StageStats, quiet: bool) -> in
     files = tuple(url_list_files(config.crawl.url_list))
     task: Callable[[int], dict[str, Any]] = functools.partial(read_list_file, config, files)
     run_file_tasks(config, task, len(files), "read URL lists", stats, quiet)
+    if stats.kept == 0:
+        raise empty_url_list(config)
     return stats.kept
+
+
+def empty_url_list(config: PipelineConfig) -> PipelineError:
+    """The error for URL lists without one URL; their (empty) parts and markers are removed
+    first, so that a rerun after the lists are fixed reads them again."""
+    storage.remove_tree(RunLayout(config.root).candidates)
+    cfg = config.crawl
+    return PipelineError(
+        f"the URL list {cfg.url_list} has no rows with a URL in column {cfg.url_col!r}: "
+        "add rows, or name the URL column with --set crawl.url_col=NAME"
+    )
 
 
 def read_archive_file(
@@ -230,12 +243,9 @@ def run_crawl(config: PipelineConfig, quiet: bool = False) -> StageStats:
             rows = write_candidates(config, layout, pairs)
     stats.seconds = timer.seconds
     stats.counts["candidates"] = rows  # the crawler may have counted them already
-    if rows == 0:
-        if config.crawl.url_list:
-            why = "the URL lists have no row with a URL"
-        else:
-            what = "archived page" if config.crawl.wat or config.crawl.warc else "page"
-            why = f"no {what} gave an <img> with alt text (see crawl_stats.json for their fates)"
+    if rows == 0:  # an empty URL list is an error (read_url_lists); pages may give nothing
+        what = "archived page" if config.crawl.wat or config.crawl.warc else "page"
+        why = f"no {what} gave an <img> with alt text (see crawl_stats.json for their fates)"
         log.warning("crawl: no candidates: %s", why)
     stats.save(layout.stats_file("crawl"))
     save_config(config, storage.join(layout.crawl_dir, "config.toml"))

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -90,3 +91,49 @@ def test_img2dataset_test_file(shared_data: Path) -> None:
     assert len({p.uid for p in rest}) > 9_000
     with pytest.raises(UrlListError, match="no column 'url'"):
         next(read_url_list(path))
+
+
+@pytest.mark.parametrize(
+    ("kind", "shown"),
+    [(pa.int64(), "int64"), (pa.float64(), "double"), (pa.bool_(), "bool"),
+     (pa.list_(pa.string()), "list<")],
+)  # fmt: skip
+def test_parquet_column_that_is_not_text_is_refused(
+    tmp_path: Path, kind: pa.DataType, shown: str
+) -> None:
+    path = tmp_path / "typed.parquet"
+    values = pa.array([None], type=kind)
+    pq.write_table(pa.table({"url": ["http://a.example/1.jpg"], "caption": values}), path)
+    with pytest.raises(UrlListError, match=f"column 'caption' is {re.escape(shown)}"):
+        list(read_url_list(path))
+
+
+def test_parquet_bytes_and_dictionary_columns_are_text(tmp_path: Path) -> None:
+    path = tmp_path / "bytes.parquet"
+    urls = pa.array([b"http://a.example/1.jpg", b"http://a.example/\xff.jpg"], pa.binary())
+    captions = pa.array(["a fox", "a fox"]).dictionary_encode()
+    pq.write_table(pa.table({"url": urls, "caption": captions}), path)
+    pairs = [(p.url, p.caption) for p in read_url_list(path)]
+    assert pairs == [("http://a.example/1.jpg", "a fox"), ("http://a.example/\ufffd.jpg", "a fox")]
+
+
+@pytest.mark.parametrize("body", [b"", b"PAR1 broken PAR1"], ids=["empty", "corrupt"])
+def test_unreadable_parquet_is_one_clear_error(tmp_path: Path, body: bytes) -> None:
+    path = tmp_path / "bad.parquet"
+    path.write_bytes(body)
+    with pytest.raises(UrlListError, match=r"bad\.parquet: not a readable parquet file"):
+        list(read_url_list(path))
+
+
+@pytest.mark.parametrize(("value", "kind"), [(7, "number"), ([], "array"), (True, "boolean")])
+def test_jsonl_field_that_is_not_a_string_names_its_line(
+    tmp_path: Path, value: object, kind: str
+) -> None:
+    path = tmp_path / "list.jsonl"
+    rows = [
+        {"url": "http://a.example/1.jpg", "caption": "ok"},
+        {"url": "http://b/", "caption": value},
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(UrlListError, match=f"list.jsonl:2: 'caption' is a JSON {kind}, not"):
+        list(read_url_list(path))
