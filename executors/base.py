@@ -74,10 +74,10 @@ class Exchange:
             for start, end in itertools.pairwise(bounds):
                 writer.write_table(table.slice(start, end - start), row_group_size=end - start)
 
-    def read_bucket(self, bucket: int, files: Sequence[str] | None = None) -> pa.Table:
+    def read_bucket(self, bucket: int) -> pa.Table:
         """Every row written to `bucket`, from all producers (in file order)."""
         parts = []
-        for location in self.files() if files is None else files:
+        for location in self.files():
             with storage.open_input(location) as handle:
                 parquet = pq.ParquetFile(handle)
                 groups = _row_groups_of(parquet, bucket)

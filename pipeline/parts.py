@@ -16,8 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import storage
-from pipeline.io import align, done_info, is_done, mark_done, write_table
-from pipeline.record import PAIR_SCHEMA
+from pipeline.io import align, is_done, mark_done, write_table
 from pipeline.storage import PathLike
 
 
@@ -110,11 +109,3 @@ def read_rows(location: PathLike, start: int, stop: int) -> pa.Table:
         table = parquet.read_row_groups(groups)
     assert first is not None
     return table.slice(start - first, stop - start)
-
-
-def recorded_rows(folder: PathLike, name: str) -> int:
-    """The rows a finished part's marker recorded."""
-    return int(done_info(folder, name).get("rows", 0))
-
-
-__all__ = ["PAIR_SCHEMA", "PartWriter", "finished_parts", "part_file", "part_rows"]

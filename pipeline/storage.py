@@ -242,15 +242,3 @@ def remove_tree(folder: PathLike) -> None:
             fs.rm(name(folder).rstrip("/"), recursive=True)
     else:
         shutil.rmtree(local(folder), ignore_errors=True)
-
-
-@contextlib.contextmanager
-def local_copy(location: PathLike) -> Iterator[str]:
-    """A local path holding the file's bytes: the file itself, or a download of it."""
-    if not is_remote(location):
-        yield local(location)
-        return
-    with tempfile.TemporaryDirectory(prefix="openwit-download-") as scratch:
-        tmp = os.path.join(scratch, basename(location))
-        filesystem(location).get_file(name(location), tmp)
-        yield tmp

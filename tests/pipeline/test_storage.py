@@ -114,8 +114,7 @@ def test_write_table_and_read_parquet(root: str) -> None:
     assert io.read_parquet(target).equals(table)
     assert io.read_parquet(target, columns=["width"]).column("width").to_pylist() == [3, None]
     assert io.parquet_files(target) == [target]
-    with storage.local_copy(target) as path, open(path, "rb") as handle:
-        assert handle.read(4) == b"PAR1"
+    assert storage.read_bytes(target)[:4] == b"PAR1"
     with pytest.raises(FileNotFoundError):
         io.parquet_files(storage.join(root, "nothing"))
 
