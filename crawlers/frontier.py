@@ -4,7 +4,8 @@ Each host (`scheme://host:port`) has a FIFO queue, a connection cap, a delay bet
 starts of two requests (the larger of the configured delay and its robots.txt
 Crawl-delay) and a cap on pages. Links are added in the order pages are parsed, so each
 host's queue is breadth-first. `next_entry` hands out the oldest URL of a host that has a
-free connection and whose delay has elapsed, waiting when none is ready.
+free connection and whose delay has elapsed, waiting when none is ready. An optional
+global rate (`max_requests_per_second`) spaces the starts of all hosts' requests too.
 
 Until a host's Crawl-delay is known (`set_crawl_delay`), it gets one request at a time,
 so a slow robots.txt cannot let a burst through. Hosts asking for more than
@@ -63,6 +64,7 @@ class HostFrontier:
         per_host_connections: int,
         per_host_delay: float = 0.0,
         max_crawl_delay: float = 30.0,
+        max_requests_per_second: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_depth = max_depth
@@ -70,6 +72,9 @@ class HostFrontier:
         self.per_host_connections = per_host_connections
         self.per_host_delay = per_host_delay
         self.max_crawl_delay = max_crawl_delay
+        # 0: no global cap; else the least time between two starts, whatever their hosts
+        self.interval = 1.0 / max_requests_per_second if max_requests_per_second > 0 else 0.0
+        self.next_global_start = 0.0
         self.clock = clock
         self.seen: set[str] = set()
         self.hosts: dict[str, HostSlot] = {}
@@ -152,6 +157,10 @@ class HostFrontier:
         """The next entry that may start now (and book it), else how long until one may
         (None: nothing queued that could become ready without a release)."""
         now = self.clock()
+        if self.next_global_start > now and any(
+            slot.queue and slot.in_flight < self._capacity(slot) for slot in self.hosts.values()
+        ):
+            return None, self.next_global_start - now
         wait: float | None = None
         best: tuple[float, str] | None = None
         for host, slot in self.hosts.items():
@@ -167,6 +176,7 @@ class HostFrontier:
         slot = self.hosts[best[1]]
         slot.in_flight += 1
         slot.next_start = now + slot.delay
+        self.next_global_start = now + self.interval
         return slot.queue.popleft(), None
 
     async def next_entry(self) -> FrontierEntry | None:

@@ -88,6 +88,7 @@ class PageCrawler:
             per_host_connections=config.per_host_connections,
             per_host_delay=config.per_host_delay,
             max_crawl_delay=config.max_crawl_delay,
+            max_requests_per_second=config.max_requests_per_second,
         )
         self.pairs: list[Pair] = []
         self.attempted = 0  # page fetches started, against config.max_pages

@@ -196,8 +196,14 @@ class CrawlConfig:
     max_depth: int = 6
     max_pages_per_host: int = 1000
     concurrency: int = 32  # requests in flight across all hosts
+    # Polite by default: at most 2 pages of one host in flight, their starts at least
+    # per_host_delay seconds apart (raised by the host's robots.txt Crawl-delay). The sandbox
+    # crawl (our own web on loopback) ignores per_host_delay and uses 0.
     per_host_connections: int = 2
-    per_host_delay: float = 0.0  # seconds between requests to one host (raised by Crawl-delay)
+    per_host_delay: float = 1.0
+    # A global cap on page requests started per second across all hosts; 0: no global cap
+    # (the per-host limits and `concurrency` alone bound the rate).
+    max_requests_per_second: float = 0.0
     max_crawl_delay: float = 30.0  # hosts asking for more are skipped (Nutch)
     respect_robots: bool = True
     user_agent: str = "OpenWITBot/0.1 (+https://github.com/openwit/openwit)"
@@ -217,8 +223,8 @@ class CrawlConfig:
             "timeout", "max_page_bytes", "max_url_length",
         )  # fmt: skip
         errors += _non_negative(
-            self, "max_depth", "per_host_delay", "retries", "backoff", "max_redirects",
-            "max_archive_files",
+            self, "max_depth", "per_host_delay", "max_requests_per_second", "retries",
+            "backoff", "max_redirects", "max_archive_files",
         )  # fmt: skip
         sources = [name for name in CRAWL_SOURCES if getattr(self, name)]
         if len(sources) > 1:

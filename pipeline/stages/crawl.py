@@ -259,5 +259,7 @@ def _crawl_sandbox(config: PipelineConfig, layout: RunLayout, stats: StageStats)
     with sandbox_web(config, layout) as web:
         log.info("crawl: sandbox web at %s", ", ".join(web.base_urls))
         # The sandbox lives on loopback: allow exactly its host:port origins, nothing else.
+        # It is our own web, so no delay between its pages (robots.txt Crawl-delay aside).
         net = config.net.allowing(web.base_urls)
-        return crawl(web.seed_urls, dataclasses.replace(config.crawl, net=net), stats)
+        sandbox = dataclasses.replace(config.crawl, net=net, per_host_delay=0.0)
+        return crawl(web.seed_urls, sandbox, stats)

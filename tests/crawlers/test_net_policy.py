@@ -177,7 +177,9 @@ def test_only_the_allowed_port_is_ever_reached(
     net = only(fault_server)
     stats = StageStats("crawl")
     pairs = crawl(
-        [fault_server.url(f"/links?{links}"), other("/html")], CrawlConfig(net=net), stats
+        [fault_server.url(f"/links?{links}"), other("/html")],
+        CrawlConfig(per_host_delay=0.0, net=net),
+        stats,
     )
     assert stats.dropped == {"private_address": 3}  # the link, the redirect hop, the seed
     assert {p.url for p in pairs} == {fault_server.url("/img/ok.jpg"), other("/img/a.jpg")}

@@ -21,6 +21,7 @@ def config(**overrides: Any) -> CrawlConfig:
         "timeout": 2.0,
         "backoff": 0.01,
         "concurrency": 8,
+        "per_host_delay": 0.0,  # the test servers are ours; tests of the delay set one
         "net": NetConfig(allow_private=("127.0.0.1",)),  # the test servers live on loopback
     }
     values.update(overrides)
@@ -237,3 +238,52 @@ def test_pathological_page_does_not_stall_other_fetches(deep_server: FaultServer
 def test_declared_sizes_reach_the_pairs(fault_server: FaultServer) -> None:
     pairs, _ = run([fault_server.url("/html")])
     assert [(p.declared_width, p.declared_height) for p in pairs] == [(None, None)]
+
+
+def test_polite_by_default() -> None:
+    polite = CrawlConfig()
+    assert polite.per_host_delay == 1.0 and polite.per_host_connections == 2
+    assert polite.max_requests_per_second == 0.0  # no global cap unless asked
+
+
+def test_per_host_delay_and_connections_are_enforced(
+    fault_server: FaultServer, second_server: FaultServer
+) -> None:
+    slow, fast = fault_server, second_server
+    slow.site_pages, slow.site_fanout, slow.page_delay = 10, 3, 0.45  # both connections busy
+    fast.site_pages, fast.site_fanout = 4, 3
+    _, stats = run(
+        [slow.url("/site/0"), fast.url("/site/0")],
+        concurrency=16,
+        per_host_connections=2,
+        per_host_delay=0.2,
+    )
+    assert stats.kept == 14 and not stats.dropped
+    starts = {
+        server: [t for path, t in server.log.starts if path.startswith("/site/")]
+        for server in (slow, fast)
+    }
+    assert len(starts[slow]) == 10 and len(starts[fast]) == 4
+    for times in starts.values():
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert min(gaps) >= 0.19, gaps  # 0.2 asked, arrival jitter aside
+    # a third request would be due by the delay before either of the two in flight ends
+    assert slow.log.max_in_flight == 2 and fast.log.max_in_flight <= 2
+    # the fast host is not held back behind the slow one's spacing
+    assert starts[fast][-1] + 0.5 < starts[slow][-1], (starts[fast], starts[slow])
+
+
+def test_global_rate_spaces_all_hosts(
+    fault_server: FaultServer, second_server: FaultServer
+) -> None:
+    for server in (fault_server, second_server):
+        server.site_pages, server.site_fanout = 4, 3
+    seeds = [fault_server.url("/site/0"), second_server.url("/site/0")]
+    _, stats = run(seeds, concurrency=16, per_host_connections=2, max_requests_per_second=10)
+    assert stats.kept == 8
+    starts = sorted(
+        t for server in (fault_server, second_server)
+        for path, t in server.log.starts if path.startswith("/site/")
+    )  # fmt: skip
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert len(starts) == 8 and min(gaps) >= 0.08, gaps  # 0.1 asked, arrival jitter aside
