@@ -15,15 +15,13 @@ time), best of `BEST_OF` runs, as the machine is shared.
 from __future__ import annotations
 
 import random
-import time
 import tracemalloc
-from collections.abc import Callable
 from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
 
-from bench.common import BenchResult, timed
+from bench.common import BenchResult, cpu_timed, timed
 from filters.balance import EntryIndex, balance_mask, count_matches, repeated_in_row
 
 T = TypeVar("T")
@@ -35,14 +33,6 @@ PEER_PAIRS = 1_000_000
 SEED = 0
 BEST_OF = 3
 HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
-
-
-def cpu_timed(fn: Callable[[], T]) -> tuple[T, float]:
-    """`fn()` and the CPU seconds this process spent in it: one core's time, which other
-    users of a shared machine disturb less than the wall clock."""
-    started = time.process_time()
-    result = fn()
-    return result, time.process_time() - started
 
 
 def random_hex_uids(count: int, rng: np.random.Generator) -> pa.Array:

@@ -12,13 +12,12 @@ the same ids there. Both sides: CPU seconds of this one process, best of `BEST_O
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import TypeVar
 
 import numpy as np
 
-from bench.common import BenchResult
+from bench.common import BenchResult, cpu_timed
 from filters.neardup import NearDupIndex, greedy_drops, near_pairs
 
 T = TypeVar("T")
@@ -29,14 +28,6 @@ RADIUS = 3
 PEER_CODES = 200_000
 SEED = 0
 BEST_OF = 3
-
-
-def cpu_timed(fn: Callable[[], T]) -> tuple[T, float]:
-    """`fn()` and the CPU seconds this process spent in it: one core's time, which other
-    users of a shared machine disturb less than the wall clock."""
-    started = time.process_time()
-    result = fn()
-    return result, time.process_time() - started
 
 
 def flip_random_bits(codes: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -20,7 +20,6 @@ import hashlib
 import math
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from itertools import islice
 from typing import TypeAlias
 
 import numpy as np
@@ -28,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.hashing import mix64
-from pipeline.record import Pair
+from pipeline.record import Pair, map_kept_in_batches
 
 UID_HEX_DIGITS = 32  # an md5 hex digest
 UID_BLOCK = 1 << 14  # uids decoded per block: temporaries stay in cache
@@ -446,12 +445,11 @@ def balance(
     Pairs are decided `BALANCE_BATCH` at a time, in one `balance_mask` call per batch.
     """
     index, known = count_array(counts)
-    stream = iter(pairs)
-    while batch := list(islice(stream, BALANCE_BATCH)):
-        kept = [pair for pair in batch if pair.kept]
-        decisions = iter(pair_mask(kept, known, index, t, seed).tolist())
-        for pair in batch:
-            yield balanced(pair, next(decisions)) if pair.kept else pair
+
+    def decide(kept: list[Pair]) -> list[bool]:
+        return list(pair_mask(kept, known, index, t, seed).tolist())
+
+    return map_kept_in_batches(pairs, BALANCE_BATCH, decide, balanced)
 
 
 def keep_probability(entry_counts: Sequence[int], t: int) -> float:

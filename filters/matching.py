@@ -19,7 +19,6 @@ import dataclasses
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from itertools import islice
 from operator import itemgetter
 
 import ahocorasick
@@ -29,7 +28,7 @@ import pyarrow.compute as pc
 
 from filters.queries import load_queries
 from pipeline import storage
-from pipeline.record import Pair
+from pipeline.record import Pair, map_kept_in_batches
 
 PUNCTUATION_TO_WRAP = (",", ".", ";", ":", "?", "!", "`")
 CHARACTERS_TO_SPACE = ("\t", "\n", "\r")
@@ -159,12 +158,12 @@ def match_pairs(pairs: Iterable[Pair], matcher: QueryMatcher) -> Iterator[Pair]:
 
     Pairs are matched `MATCH_BATCH` at a time, in one `match_captions` call per batch.
     """
-    stream = iter(pairs)
-    while batch := list(islice(stream, MATCH_BATCH)):
-        kept = pa.array([pair.caption for pair in batch if pair.kept], type=pa.string())
-        found = iter(match_captions(kept, matcher).to_pylist())
-        for pair in batch:
-            yield with_matches(pair, next(found)) if pair.kept else pair
+
+    def decide(kept: list[Pair]) -> list[list[str]]:
+        captions = pa.array([pair.caption for pair in kept], type=pa.string())
+        return list(match_captions(captions, matcher).to_pylist())
+
+    return map_kept_in_batches(pairs, MATCH_BATCH, decide, with_matches)
 
 
 def matching_throughput(texts: Sequence[str], matcher: QueryMatcher) -> float:

@@ -23,14 +23,13 @@ as digits and letters here and did not before.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from itertools import islice
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.config import CurateConfig
-from pipeline.record import Pair
+from pipeline.record import Pair, map_kept_in_batches
 
 # The characters `str.isspace()` is true for (what `str.split()` splits on), in RE2 syntax:
 # the space, then every other one.
@@ -283,9 +282,9 @@ def filter_text(pairs: Iterable[Pair], config: CurateConfig) -> Iterator[Pair]:
 
     Pairs are judged `FILTER_BATCH` at a time, in one `text_reasons` call per batch.
     """
-    stream = iter(pairs)
-    while batch := list(islice(stream, FILTER_BATCH)):
-        kept = pa.array([pair.caption for pair in batch if pair.kept], type=pa.string())
-        reasons = iter(text_reasons(kept, config).to_pylist())
-        for pair in batch:
-            yield with_reason(pair, next(reasons)) if pair.kept else pair
+
+    def decide(kept: list[Pair]) -> list[str | None]:
+        captions = pa.array([pair.caption for pair in kept], type=pa.string())
+        return list(text_reasons(captions, config).to_pylist())
+
+    return map_kept_in_batches(pairs, FILTER_BATCH, decide, with_reason)

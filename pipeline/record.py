@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Iterable, Iterator
+import itertools
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+T = TypeVar("T")
 
 # Where a candidate came from.
 SOURCES = ("crawl", "warc", "wat", "urllist")
@@ -196,3 +199,19 @@ def uid_range(uids: pa.Array | pa.ChunkedArray, ranges: int) -> np.ndarray:
     any number of ranges: the order shards are cut from.
     """
     return ((uid_prefix32(uids) * np.uint64(ranges)) >> np.uint64(32)).astype(np.int64)
+
+
+def map_kept_in_batches(
+    pairs: Iterable[Pair],
+    size: int,
+    decide: Callable[[list[Pair]], Iterable[T]],
+    apply: Callable[[Pair, T], Pair],
+) -> Iterator[Pair]:
+    """Every pair, in order: the kept ones of each batch of `size` are decided together by
+    `decide` (one value per kept pair, in their order) and rewritten by `apply`; dropped
+    pairs pass untouched. How a Pair-level filter runs on its columnar implementation."""
+    stream = iter(pairs)
+    while batch := list(itertools.islice(stream, size)):
+        values = iter(decide([pair for pair in batch if pair.kept]))
+        for pair in batch:
+            yield apply(pair, next(values)) if pair.kept else pair
