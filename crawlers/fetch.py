@@ -5,16 +5,21 @@ network policy, and loops are caught), streams the body under a size cap that al
 bounds the decompressed size (aiohttp decompresses while streaming), retries on 408, 429,
 5xx, timeouts and connection errors with exponential backoff (Retry-After honoured up to
 a cap), and reports every failure as data in `FetchResult.error`, never as an exception.
+Two clocks bound it: `timeout` each attempt (connection, headers and body), and
+`deadline` the whole fetch, retries, backoff and redirect hops included, so a server that
+trickles bytes, or answers every attempt just in time, ends at the deadline
+(`deadline_exceeded`); a retry whose backoff would end past the deadline is not made.
 
-`open_session` builds the one `aiohttp.ClientSession` a stage uses: a DNS cache, a
-connection cap overall and per host, no cookies, and the network policy (`NetConfig`,
-the pipeline's `net` section) enforced on every request, robots.txt and redirect hops
-included:
+`open_session` builds the one `aiohttp.ClientSession` a stage uses: a DNS cache
+(`DnsCache`: answers kept `net.dns_cache_seconds`, failures a shorter while, one query per
+name however many requests wait for it), a connection cap overall and per host, no
+cookies, and the network policy (`NetConfig`, the pipeline's `net` section) enforced on
+every request, robots.txt and redirect hops included:
 
 - a URL whose host is an address literal is checked before anything is sent;
 - a host name is checked after DNS resolution (`PolicyResolver`): if any address it
   resolves to is not public and not allowed, the request fails, so a public name cannot
-  be pointed at an internal address;
+  be pointed at an internal address; cached answers are checked again on every use;
 - every new connection's peer address and port are checked before the request is written
   (`PolicyConnector`), whatever produced the address.
 
@@ -32,6 +37,7 @@ import functools
 import ipaddress
 import socket
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +58,7 @@ CHUNK_BYTES = 64 * 1024
 
 # `error` values a FetchResult can carry
 ERROR_TIMEOUT = "timeout"
+ERROR_DEADLINE = "deadline_exceeded"
 ERROR_CONNECTION = "connection_error"
 ERROR_TOO_LARGE = "too_large"
 ERROR_REDIRECT_LOOP = "redirect_loop"
@@ -69,6 +76,7 @@ class FetchOptions:
 
     user_agent: str = "OpenWITBot/0.1"
     timeout: float = 10.0  # per attempt, body included
+    deadline: float = 30.0  # the whole fetch: every attempt, backoff and redirect hop
     retries: int = 2
     backoff: float = 0.2  # first retry delay, doubled each retry
     max_retry_after: float = 10.0  # Retry-After above this is cut to this
@@ -82,6 +90,7 @@ class FetchOptions:
         values: dict[str, Any] = {
             "user_agent": config.user_agent,
             "timeout": config.timeout,
+            "deadline": config.deadline,
             "retries": config.retries,
             "backoff": config.backoff,
             "max_redirects": config.max_redirects,
@@ -95,6 +104,7 @@ class FetchOptions:
         values: dict[str, Any] = {
             "user_agent": config.user_agent,
             "timeout": config.timeout,
+            "deadline": config.deadline,
             "retries": config.retries,
             "max_bytes": config.max_image_bytes,
             "net": config.net,
@@ -186,18 +196,107 @@ def net_policy(config: NetConfig) -> NetPolicy:
     return NetPolicy(config)
 
 
-class PolicyResolver(AbstractResolver):
-    """Resolves through `inner` (aiohttp's default resolver) and refuses the name if any
-    address it resolves to is refused by the policy for that port."""
+DnsKey = tuple[str, int, int]  # host, port, address family
 
-    def __init__(self, policy: NetPolicy, inner: AbstractResolver | None = None) -> None:
+
+@dataclass
+class DnsEntry:
+    """A cached answer (or failure) and the clock reading it expires at."""
+
+    expires: float
+    results: list[ResolveResult] | None = None
+    error: OSError | None = None
+
+
+class DnsCache:
+    """Resolver answers kept `ttl` seconds and failures `negative_ttl` (the system resolver
+    gives no TTL, so one is configured), at most `max_entries` of them (the least recently
+    used go first); concurrent lookups of one name share one query."""
+
+    def __init__(
+        self,
+        ttl: float = 300.0,
+        negative_ttl: float = 30.0,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl, self.negative_ttl, self.max_entries = ttl, negative_ttl, max_entries
+        self.clock = clock
+        self.entries: OrderedDict[DnsKey, DnsEntry] = OrderedDict()
+        # lookups under way; one ends with None when its query was cancelled
+        self.pending: dict[DnsKey, asyncio.Future[DnsEntry | None]] = {}
+        self.queries = 0  # lookups that reached the inner resolver
+
+    async def resolve(
+        self, inner: AbstractResolver, host: str, port: int, family: socket.AddressFamily
+    ) -> list[ResolveResult]:
+        """The addresses of `host`, from the cache while fresh, else from `inner`."""
+        key = (host, port, int(family))
+        entry = self.entries.get(key)
+        if entry is None or entry.expires <= self.clock():
+            entry = await self._lookup(inner, key, family)
+        else:
+            self.entries.move_to_end(key)
+        if entry.error is not None:
+            raise OSError(entry.error.errno, entry.error.strerror or str(entry.error))
+        return [dict(result) for result in entry.results or []]  # type: ignore[misc]
+
+    async def _lookup(
+        self, inner: AbstractResolver, key: DnsKey, family: socket.AddressFamily
+    ) -> DnsEntry:
+        loop = asyncio.get_running_loop()
+        waiting = self.pending.get(key)
+        if waiting is not None and waiting.get_loop() is loop:
+            shared = await asyncio.shield(waiting)
+            if shared is not None:
+                return shared  # else the query waited for was cancelled: ask again
+        future: asyncio.Future[DnsEntry | None] = loop.create_future()
+        self.pending[key] = future
+        entry: DnsEntry | None = None
+        try:
+            entry = await self._query(inner, key, family)
+            return entry
+        finally:
+            if not future.done():
+                future.set_result(entry)
+            if self.pending.get(key) is future:
+                del self.pending[key]
+
+    async def _query(
+        self, inner: AbstractResolver, key: DnsKey, family: socket.AddressFamily
+    ) -> DnsEntry:
+        self.queries += 1
+        try:
+            results = await inner.resolve(key[0], key[1], family)
+            entry = DnsEntry(self.clock() + self.ttl, results=results)
+        except OSError as exc:
+            entry = DnsEntry(self.clock() + self.negative_ttl, error=exc)
+        self.entries[key] = entry
+        self.entries.move_to_end(key)
+        while len(self.entries) > self.max_entries:
+            self.entries.popitem(last=False)
+        return entry
+
+
+class PolicyResolver(AbstractResolver):
+    """Resolves through `inner` (aiohttp's default resolver), answers cached in `cache`,
+    and refuses the name if any address it resolves to, cached or not, is refused by the
+    policy for that port."""
+
+    def __init__(
+        self,
+        policy: NetPolicy,
+        inner: AbstractResolver | None = None,
+        cache: DnsCache | None = None,
+    ) -> None:
         self.policy = policy
         self._inner = inner or DefaultResolver()
+        self.cache = cache or DnsCache()
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
-        results = await self._inner.resolve(host, port, family)
+        results = await self.cache.resolve(self._inner, host, port, family)
         for result in results:
             reason = self.policy.refusal(host, result["host"], port)
             if reason is not None:
@@ -236,18 +335,22 @@ def open_session(
     concurrency: int,
     per_host_connections: int,
     net: NetConfig | None = None,
-    dns_cache_seconds: float = 300.0,
     resolver: AbstractResolver | None = None,
+    dns_cache: DnsCache | None = None,
 ) -> aiohttp.ClientSession:
     """The shared session of a stage (use as `async with`), enforcing `net` (default: no
-    non-public address) on every connection; `resolver` replaces the system DNS (tests)."""
-    policy = net_policy(net or NetConfig())
+    non-public address) on every connection; `resolver` replaces the system DNS (tests).
+    DNS answers are cached in `dns_cache`, else in a new `DnsCache` of `net`'s TTL; the
+    connector's own cache is off, so the policy sees every lookup, cached or not."""
+    net = net or NetConfig()
+    policy = net_policy(net)
+    cache = dns_cache or DnsCache(ttl=net.dns_cache_seconds)
     connector = PolicyConnector(
         policy,
         limit=concurrency,
         limit_per_host=per_host_connections,
-        ttl_dns_cache=int(dns_cache_seconds),
-        resolver=PolicyResolver(policy, resolver),
+        use_dns_cache=False,
+        resolver=PolicyResolver(policy, resolver, cache),
     )
     return aiohttp.ClientSession(
         connector=connector,
@@ -318,15 +421,31 @@ async def fetch(
     """GET `url`, following redirects by hand; every outcome is a `FetchResult`.
 
     `hop_check` is asked about every redirect target before it is requested (the first
-    URL is the caller's to check).
+    URL is the caller's to check). The whole fetch ends at `options.deadline`.
     """
     result = FetchResult(url=url, final_url=url)
-    visited = {url}
+    try:
+        async with asyncio.timeout(options.deadline):
+            return await _follow(session, result, options, hop_check)
+    except TimeoutError:
+        result.status, result.headers = None, CIMultiDict()
+        return _failed(result, ERROR_DEADLINE, f"not done within {options.deadline:g}s")
+
+
+async def _follow(
+    session: aiohttp.ClientSession,
+    result: FetchResult,
+    options: FetchOptions,
+    hop_check: HopCheck | None,
+) -> FetchResult:
+    """Request `result.final_url`, then each redirect target in turn."""
+    visited = {result.url}
+    ends = asyncio.get_running_loop().time() + options.deadline
     while True:
         refusal = address_refusal(result.final_url, options)
         if refusal is not None:
             return _failed(result, ERROR_PRIVATE, refusal)
-        await _get_with_retries(session, result, options)
+        await _get_with_retries(session, result, options, ends)
         location = _redirect_target(result)
         if location is None:
             return result
@@ -391,15 +510,17 @@ def _failed(result: FetchResult, error: str, message: str) -> FetchResult:
 
 
 async def _get_with_retries(
-    session: aiohttp.ClientSession, result: FetchResult, options: FetchOptions
+    session: aiohttp.ClientSession, result: FetchResult, options: FetchOptions, ends: float
 ) -> None:
+    """Attempts until one is final, retries run out, or the next would start past `ends`."""
+    loop = asyncio.get_running_loop()
     attempt = 0
     while True:
         result.error = result.error_message = None
         await _get_once(session, result, options)
         retry_after = parse_retry_after(result.headers.get("Retry-After"))
         delay = retry_delay(attempt, result.status, result.error, retry_after, options)
-        if delay is None:
+        if delay is None or loop.time() + delay >= ends:
             return
         attempt += 1
         result.retries += 1

@@ -71,6 +71,8 @@ class ImageRef:
     has_alt: bool = True  # False when the tag had no alt attribute at all
     width: int | None = None  # declared width/height attributes, when numeric
     height: int | None = None
+    title: str | None = None  # the `title` attribute (MetaCLIP keeps it), when not blank
+    image_title: str | None = None  # the `data-image-title` attribute, when not blank
 
 
 @dataclass
@@ -337,7 +339,15 @@ def image_ref(node: LexborNode, resolver: ReferenceResolver) -> ImageRef | None:
         has_alt="alt" in attrs,
         width=_dimension(attrs.get("width")),
         height=_dimension(attrs.get("height")),
+        title=_attribute_text(attrs.get("title")),
+        image_title=_attribute_text(attrs.get("data-image-title")),
     )
+
+
+def _attribute_text(value: str | None) -> str | None:
+    """An attribute's text with whitespace runs collapsed; None when absent or blank."""
+    text = _WHITESPACE.sub(" ", value).strip(" ") if value else ""
+    return text or None
 
 
 def first_url(candidates: list[str], resolver: ReferenceResolver) -> str | None:

@@ -204,3 +204,51 @@ def trap_reason(url: str, max_url_length: int = 1024) -> str | None:
         if counts[segment] >= MAX_SEGMENT_REPEATS:
             return "repeated_segment"
     return None
+
+
+# Query parameters (and `;name=` path parameters) that carry a session id: two URLs that
+# differ only in one name the same page (Heritrix's and Nutch's canonicalisation rules).
+SESSION_PARAMS = frozenset(
+    {"jsessionid", "phpsessid", "sid", "sessionid", "session_id", "sessid", "cfid", "cftoken"}
+)
+_PATH_SESSION = re.compile(r";(?:jsessionid|phpsessid|sessionid|sid)=[^/?;]*", re.IGNORECASE)
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def strip_session_ids(url: str) -> str:
+    """`url` without session-id parameters (`;jsessionid=...`, `?sid=...`, `PHPSESSID`,
+    ASP.NET's `ASPSESSIONID*`); the other parameters keep their order."""
+    parts = urlsplit(url)
+    path = _PATH_SESSION.sub("", parts.path)
+    if parts.query:
+        kept = [p for p in parts.query.split("&") if not _is_session_param(p)]
+        query = "&".join(kept)
+    else:
+        query = ""
+    if path == parts.path and query == parts.query:
+        return url
+    return urlunsplit((parts.scheme, parts.netloc, path or "/", query, ""))
+
+
+def _is_session_param(pair: str) -> bool:
+    name = pair.split("=", 1)[0].lower()
+    return name in SESSION_PARAMS or name.startswith("aspsessionid")
+
+
+def path_pattern(url: str) -> str:
+    """The shape of a URL: its host, its path with each run of digits read as `0`, and
+    its query's parameter names; `/calendar/2031/7?view=1` and `/calendar/1999/12?view=2`
+    share one."""
+    parts = urlsplit(url)
+    names = sorted({p.split("=", 1)[0] for p in parts.query.split("&") if p})
+    query = "?" + "&".join(names) if names else ""
+    return f"{host_key(url)}{_DIGITS.sub('0', parts.path)}{query}"
+
+
+def query_family(url: str) -> str | None:
+    """The URL without its query when it has one (the page whose query variants are
+    counted), else None."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return None
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))

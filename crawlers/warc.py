@@ -38,7 +38,7 @@ from typing import IO, Any, BinaryIO, cast
 import pyarrow as pa
 from fastwarc.warc import ArchiveIterator, WarcRecord, WarcRecordType
 
-from crawlers.html import IMAGE_OPT_OUT, charset_from_content_type, extract, is_html
+from crawlers.html import IMAGE_OPT_OUT, ImageRef, charset_from_content_type, extract, is_html
 from pipeline import storage
 from pipeline.record import STATUS_CANDIDATE
 from pipeline.stats import StageStats
@@ -170,6 +170,8 @@ class CandidateColumns:
         self.page_langs: list[str | None] = []
         self.titles: list[str | None] = []
         self.image_titles: list[str | None] = []
+        self.widths: list[int | None] = []
+        self.heights: list[int | None] = []
 
     def __len__(self) -> int:
         return len(self.urls)
@@ -189,6 +191,13 @@ class CandidateColumns:
         self.page_langs.append(page_lang)
         self.titles.append(title)
         self.image_titles.append(image_title)
+        self.widths.append(None)
+        self.heights.append(None)
+
+    def add_image(self, image: ImageRef, page_url: str, page_lang: str | None) -> None:
+        """A row for an `<img>` of a parsed page, its declared width and height included."""
+        self.add(image.url, image.alt, page_url, page_lang, image.title, image.image_title)
+        self.widths[-1], self.heights[-1] = image.width, image.height
 
     def take(self) -> pa.Table:
         """The rows gathered so far (uid = md5(caption + url)), leaving the columns empty."""
@@ -208,6 +217,8 @@ class CandidateColumns:
                 "status": pa.array([STATUS_CANDIDATE] * rows, pa.string()),
                 "title": _strings(self.titles),
                 "image_title": _strings(self.image_titles),
+                "declared_width": _ints(self.widths),
+                "declared_height": _ints(self.heights),
             }
         )
         self.clear()
@@ -219,6 +230,13 @@ def _strings(values: list[str | None]) -> pa.Array:
     if values.count(None) == len(values):
         return pa.nulls(len(values), pa.string())
     return pa.array(values, pa.string())
+
+
+def _ints(values: list[int | None]) -> pa.Array:
+    """A declared-size column (int32, as in `PAIR_SCHEMA`); nulls only made without looking."""
+    if values.count(None) == len(values):
+        return pa.nulls(len(values), pa.int32())
+    return pa.array(values, pa.int32())
 
 
 # ---------------------------------------------------------------- WARC responses
@@ -298,7 +316,7 @@ def add_page_images(
         stats.count("images_opted_out", len(with_alt))
         return
     for image in with_alt:
-        columns.add(image.url, image.alt, page.url, content.lang)
+        columns.add_image(image, page.url, content.lang)
 
 
 def decoded_body(body: bytes, transfer_encoding: str | None, content_encoding: str | None) -> bytes:

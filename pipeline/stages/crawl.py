@@ -11,21 +11,29 @@ Output: `crawl/parts/part-FFFFF-NNNNN.parquet`, at most `part_rows` rows each, i
 `PAIR_SCHEMA`, each with its marker. URL lists and archives are read by one task per
 input file (file F of the sorted inputs, or of the paths file in its order), spread over
 the executor; a finished file is skipped on resume (its marker records which file it was),
-and so is every finished part of a file that was cut short.
+and so is every finished part of a file that was cut short. A page crawl keeps its
+frontier, seen-set and pairs in `crawl/_work/crawl.db` (SQLite, committed per page): a
+killed crawl resumes there, fetching again only the pages that were in flight; its pairs
+then go to the parts in the order they were found, and the file is removed once the
+stage is done. (With the run folder on object storage the file lives in a temporary
+folder, and a killed crawl starts over.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import glob
 import gzip
 import logging
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from crawlers.pages import crawl, normalize_seeds
+from crawlers.crawlstate import CrawlState
+from crawlers.pages import ParserError, ResumeError, crawl_into, normalize_seeds
 from crawlers.urllist import FORMATS, read_url_batches
 from crawlers.urls import InvalidURLError
 from crawlers.warc import read_warc_batches
@@ -38,7 +46,7 @@ from pipeline.io import done_info, is_done, mark_done, remove_stale_temporaries,
 from pipeline.layout import RunLayout
 from pipeline.parts import PartWriter
 from pipeline.progress import Progress
-from pipeline.record import Pair, pairs_to_table
+from pipeline.record import pairs_to_table
 from pipeline.stages.web import sandbox_web, uses_sandbox
 from pipeline.stats import StageStats, Timer
 from sandbox.concepts import query_list
@@ -218,10 +226,47 @@ def run_file_tasks(
     return infos
 
 
-def write_candidates(config: PipelineConfig, layout: RunLayout, pairs: list[Pair]) -> int:
+def write_candidates(config: PipelineConfig, layout: RunLayout, state: CrawlState) -> int:
+    """The pairs of a finished crawl, in the order found, as parts."""
     with PartWriter(layout.candidates, "part-00000", config.part_rows) as parts:
-        parts.write(pairs_to_table(pairs))
+        for batch in state.pairs(config.part_rows):
+            parts.write(pairs_to_table(batch))
     return parts.rows
+
+
+@contextlib.contextmanager
+def crawl_state_path(layout: RunLayout) -> Iterator[str]:
+    """Where the page crawl keeps its state: beside the run when the run is local."""
+    if storage.is_remote(layout.crawl_dir):
+        with tempfile.TemporaryDirectory(prefix="crawl-") as folder:
+            yield storage.join(folder, "crawl.db")
+        return
+    yield storage.join(layout.crawl_dir, "_work", "crawl.db")
+
+
+def crawl_seeds(
+    config: PipelineConfig, layout: RunLayout, seeds: list[str], crawl_config: CrawlConfig,
+    stats: StageStats,
+) -> int:  # fmt: skip
+    """Crawl (or resume crawling) from `seeds`; returns the number of candidates."""
+    with crawl_state_path(layout) as path:
+        try:
+            state = crawl_into(seeds, crawl_config, stats, path)
+        except (ParserError, ResumeError) as exc:
+            raise PipelineError(f"crawl: {exc}") from None
+        with contextlib.closing(state):
+            return write_candidates(config, layout, state)
+
+
+def remove_crawl_state(layout: RunLayout) -> None:
+    """Remove a finished page crawl's SQLite file (and its folder, when that is empty)."""
+    if storage.is_remote(layout.crawl_dir):
+        return
+    folder = Path(storage.local(storage.join(layout.crawl_dir, "_work")))
+    for suffix in ("", "-wal", "-shm"):
+        (folder / f"crawl.db{suffix}").unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        folder.rmdir()
 
 
 def run_crawl(config: PipelineConfig, quiet: bool = False) -> StageStats:
@@ -237,10 +282,9 @@ def run_crawl(config: PipelineConfig, quiet: bool = False) -> StageStats:
         elif config.crawl.wat or config.crawl.warc:
             rows = read_archives(config, stats, quiet)
         elif uses_sandbox(config):
-            rows = write_candidates(config, layout, _crawl_sandbox(config, layout, stats))
+            rows = _crawl_sandbox(config, layout, stats)
         else:
-            pairs = crawl(read_seeds(config.crawl.seeds), config.crawl, stats)
-            rows = write_candidates(config, layout, pairs)
+            rows = crawl_seeds(config, layout, read_seeds(config.crawl.seeds), config.crawl, stats)
     stats.seconds = timer.seconds
     stats.counts["candidates"] = rows  # the crawler may have counted them already
     if rows == 0:  # an empty URL list is an error (read_url_lists); pages may give nothing
@@ -250,10 +294,11 @@ def run_crawl(config: PipelineConfig, quiet: bool = False) -> StageStats:
     stats.save(layout.stats_file("crawl"))
     save_config(config, storage.join(layout.crawl_dir, "config.toml"))
     mark_done(layout.crawl_dir, "crawl", {"candidates": rows})
+    remove_crawl_state(layout)
     return stats
 
 
-def _crawl_sandbox(config: PipelineConfig, layout: RunLayout, stats: StageStats) -> list[Pair]:
+def _crawl_sandbox(config: PipelineConfig, layout: RunLayout, stats: StageStats) -> int:
     write_text(layout.sandbox_queries, "\n".join(query_list(config.sandbox)) + "\n")
     write_heldout(config.sandbox, layout.heldout_dir)
     with sandbox_web(config, layout) as web:
@@ -262,4 +307,4 @@ def _crawl_sandbox(config: PipelineConfig, layout: RunLayout, stats: StageStats)
         # It is our own web, so no delay between its pages (robots.txt Crawl-delay aside).
         net = config.net.allowing(web.base_urls)
         sandbox = dataclasses.replace(config.crawl, net=net, per_host_delay=0.0)
-        return crawl(web.seed_urls, sandbox, stats)
+        return crawl_seeds(config, layout, web.seed_urls, sandbox, stats)

@@ -132,6 +132,7 @@ class FaultServer:
             ("/status/{code}", self.status),
             ("/flaky/{key}", self.flaky),
             ("/slow", self.slow),
+            ("/tarpit", self.tarpit),
             ("/redirect/{n}", self.redirect),
             ("/loop/{side}", self.loop),
             ("/to", self.redirect_to),
@@ -139,6 +140,9 @@ class FaultServer:
             ("/gzip", self.gzip_body),
             ("/typed", self.typed),
             ("/calendar/{year}/{month}", self.calendar),
+            ("/items/{n}", self.items),
+            ("/events", self.events),
+            ("/session", self.session),
             ("/private/{name}", self.private),
             ("/html", self.html),
             ("/links", self.links),
@@ -195,6 +199,22 @@ class FaultServer:
         await asyncio.sleep(float(request.query.get("seconds", "1")))
         return web.Response(text="<html>late</html>", content_type="text/html")
 
+    async def tarpit(self, request: web.Request) -> web.StreamResponse:
+        """A page that does not end: one byte every ?every= seconds (default 0.05), until
+        the client goes (or, so the server can stop, 10 s have passed)."""
+        every = float(request.query.get("every", "0.05"))
+        response = web.StreamResponse(headers={"Content-Type": "text/html"})
+        await response.prepare(request)
+        until = time.monotonic() + 10
+        try:
+            await response.write(b"<html><img src='/img/t.jpg' alt='tarpit'>")
+            while time.monotonic() < until and request.transport is not None:
+                await asyncio.sleep(every)
+                await response.write(b" ")
+        except (ConnectionResetError, RuntimeError):
+            pass
+        return response
+
     async def redirect(self, request: web.Request) -> web.Response:
         n = int(request.match_info["n"])
         target = "/html" if n <= 0 else f"/redirect/{n - 1}"
@@ -248,6 +268,38 @@ class FaultServer:
             f"<a href='/calendar/{nxt[0]}/{nxt[1]}'>next</a>"
             f"<a href='/calendar/{prv[0]}/{prv[1]}'>previous</a></html>"
         )
+        return web.Response(text=body, content_type="text/html")
+
+    async def items(self, request: web.Request) -> web.Response:
+        """Endless generated pages: item n links to items 2n+1 and 2n+2."""
+        n = int(request.match_info["n"])
+        body = (
+            f"<html><img src='/img/item-{n}.jpg' alt='item {n}'>"
+            f"<a href='/items/{2 * n + 1}'>a</a><a href='/items/{2 * n + 2}'>b</a></html>"
+        )
+        return web.Response(text=body, content_type="text/html")
+
+    async def events(self, request: web.Request) -> web.Response:
+        """A query-string calendar: ?day=N links to the next and previous day, each also
+        in a list view."""
+        day = int(request.query.get("day", "0"))
+        links = "".join(
+            f"<a href='/events?day={d}{view}'>d</a>"
+            for d in (day - 1, day + 1)
+            for view in ("", "&view=list")
+        )
+        body = f"<html><img src='/img/day-{day}.jpg' alt='day {day}'>{links}</html>"
+        return web.Response(text=body, content_type="text/html")
+
+    async def session(self, request: web.Request) -> web.Response:
+        """Pages 1-3 whose links carry a new session id each time they are served."""
+        page = int(request.query.get("page", "1"))
+        fresh = self.log.hits[request.path]
+        links = f"<a href='/session?page={page}&sid=s{fresh}'>same page</a>"
+        links += f"<a href='/session?PHPSESSID=p{fresh}&page={page}'>again</a>"
+        if page < 3:
+            links += f"<a href='/session;jsessionid=j{fresh}?page={page + 1}'>next</a>"
+        body = f"<html><img src='/img/session-{page}.jpg' alt='page {page}'>{links}</html>"
         return web.Response(text=body, content_type="text/html")
 
     async def private(self, request: web.Request) -> web.Response:

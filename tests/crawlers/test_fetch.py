@@ -5,6 +5,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import quote
 
 from crawlers.fetch import (
     FetchOptions,
@@ -160,3 +161,33 @@ def test_private_addresses_refused_unless_allowed(fault_server: FaultServer) -> 
     assert by_name.failure() == "private_address"
     assert fault_server.log.paths == []
     assert fetch_url(fault_server.url("/html")).ok
+
+
+def test_a_tarpit_ends_at_the_deadline(fault_server: FaultServer) -> None:
+    """Bytes keep coming, so no per-read timeout fires; the per-attempt timeout alone
+    would retry it twice more. The deadline ends the whole fetch."""
+    options = FetchOptions(timeout=0.5, deadline=1.25, retries=10, backoff=0.01, net=LOOPBACK)
+    start = time.monotonic()
+    result = fetch_url(fault_server.url("/tarpit"), options)
+    elapsed = time.monotonic() - start
+    assert result.error == "deadline_exceeded" and result.failure() == "deadline_exceeded"
+    assert result.body == b"" and result.status is None
+    # attempts end at 0.5 s and 1 s (timeouts, retried); the third is cut at 1.25 s
+    assert result.retries >= 1 and fault_server.log.hits["/tarpit"] == result.retries + 1
+    assert 1.2 <= elapsed < 5.0, elapsed  # a safety net, not a speed claim
+
+
+def test_no_retry_is_started_that_would_end_past_the_deadline(fault_server: FaultServer) -> None:
+    options = FetchOptions(timeout=2.0, deadline=0.5, retries=3, backoff=1.0, net=LOOPBACK)
+    result = fetch_url(fault_server.url("/status/503"), options)
+    assert result.failure() == "http_503" and result.retries == 0  # the 1 s backoff would not fit
+    assert fault_server.log.hits["/status/503"] == 1
+
+
+def test_the_deadline_covers_redirect_hops(fault_server: FaultServer) -> None:
+    target = fault_server.url("/slow?seconds=0.4")
+    options = FetchOptions(timeout=2.0, deadline=0.6, retries=0, net=LOOPBACK)
+    assert fetch_url(fault_server.url(f"/to?url={quote(target)}"), options).ok  # 0.4 s fits
+    chain = fault_server.url("/to?url=" + quote(fault_server.url(f"/to?url={quote(target)}")))
+    result = fetch_url(chain, FetchOptions(timeout=2.0, deadline=0.3, retries=0, net=LOOPBACK))
+    assert result.error == "deadline_exceeded" and result.final_url == target

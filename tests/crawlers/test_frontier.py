@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
+from pathlib import Path
 
-from crawlers.frontier import FrontierEntry, HostFrontier
+from crawlers.crawlstate import CrawlState
+from crawlers.frontier import BUFFER, FrontierLimits, HostFrontier
 
 
 class FakeClock:
@@ -16,10 +17,12 @@ class FakeClock:
         return self.now
 
 
-def frontier(clock: FakeClock | None = None, **overrides: float) -> HostFrontier:
+def frontier(
+    clock: FakeClock | None = None, state: CrawlState | None = None, **overrides: float
+) -> HostFrontier:
     settings: dict = {"max_depth": 2, "max_pages_per_host": 3, "per_host_connections": 2}
     settings.update(overrides)
-    return HostFrontier(**settings, clock=clock or FakeClock())
+    return HostFrontier(FrontierLimits(**settings), state, clock=clock or FakeClock())
 
 
 def test_seen_set_depth_and_host_caps() -> None:
@@ -48,7 +51,8 @@ def test_hands_out_round_robin_within_connection_cap() -> None:
     urls = [e.url for e in taken if e is not None]
     assert sorted(urls) == ["http://a.com/0", "http://a.com/1", "http://b.com/0"]
     assert taken[3] is None  # a.com is at its 2 connections, b.com is empty
-    f.release(FrontierEntry("http://a.com/0", 0))
+    first = next(e for e in taken if e is not None and e.url == "http://a.com/0")
+    f.release(first)
     entry, _ = f.take_ready()
     assert entry is not None and entry.url == "http://a.com/2"
 
@@ -85,8 +89,7 @@ def test_crawl_delay_over_the_maximum_skips_the_host() -> None:
     f = frontier(max_crawl_delay=30.0)
     f.add("http://slow.com/0", 0)
     f.add("http://slow.com/1", 0)
-    dropped = f.set_crawl_delay("http://slow.com:80", 60.0)
-    assert [e.url for e in dropped] == ["http://slow.com/0", "http://slow.com/1"]
+    assert f.set_crawl_delay("http://slow.com:80", 60.0) == 2
     assert f.is_skipped("http://slow.com:80")
     assert f.add("http://slow.com/2", 0) == "crawl_delay_too_long"
     assert f.queued == 0
@@ -94,9 +97,7 @@ def test_crawl_delay_over_the_maximum_skips_the_host() -> None:
 
 def test_next_entry_waits_for_delay_and_ends_when_empty() -> None:
     async def go() -> list[str]:
-        f = HostFrontier(
-            max_depth=5, max_pages_per_host=10, per_host_connections=1, per_host_delay=0.05
-        )
+        f = HostFrontier(FrontierLimits(5, 10, 1, per_host_delay=0.05))
         f.add("http://a.com/0", 0)
         f.add("http://a.com/1", 0)
         f.set_crawl_delay("http://a.com:80", None)
@@ -117,20 +118,58 @@ def test_close_returns_what_is_left() -> None:
     f = frontier()
     f.add("http://a.com/0", 0)
     f.add("http://b.com/0", 0)
-    assert len(f.close()) == 2 and f.queued == 0
+    assert f.close() == 2 and f.queued == 0
     assert asyncio.run(f.next_entry()) is None
 
 
-def test_checkpoint_round_trip_is_plain_data() -> None:
-    f = frontier(per_host_delay=0.25)
-    for url in ("http://a.com/0", "http://a.com/1", "http://b.com/x"):
-        f.mark_seen(url)
-        f.add(url, 1)
-    f.set_crawl_delay("http://a.com:80", 1.0)
-    f.set_crawl_delay("http://z.com:80", 99.0)
-    data = json.loads(json.dumps(f.to_dict()))
-    g = HostFrontier.from_dict(data, max_depth=2, max_pages_per_host=3, per_host_connections=2)
-    assert g.seen == f.seen and g.queued == 3
-    assert g.hosts["http://a.com:80"].delay == 1.0 and g.is_skipped("http://z.com:80")
-    assert g.to_dict() == f.to_dict()
-    assert not g.mark_seen("http://a.com/0")
+def test_queue_and_seen_set_survive_on_disk(tmp_path: Path) -> None:
+    """What a killed crawl leaves: the seen-set, per-host counts and skips, and every entry
+    not yet done (in flight or queued); a new frontier on the same file takes them up."""
+    state = CrawlState(tmp_path / "crawl.db")
+    f = frontier(state=state, max_pages_per_host=100)
+    urls = [f"http://a.com/{i}" for i in range(BUFFER * 3)] + ["http://b.com/x"]
+    for url in urls:
+        assert f.mark_seen(url) and f.add(url, 1) is None
+    f.set_crawl_delay("http://a.com:80", None)
+    f.set_crawl_delay("http://b.com:80", None)
+    f.add("http://z.com/0", 0)
+    f.set_crawl_delay("http://z.com:80", 99.0)  # skipped
+    done, in_flight = f.take_ready()[0], f.take_ready()[0]
+    assert done is not None and in_flight is not None
+    f.release(done)
+    f.done(done)
+    state.commit()
+    f.add("http://a.com/late", 1)  # never committed: lost with the killed process
+    state.db.close()
+
+    again = CrawlState(tmp_path / "crawl.db")
+    g = frontier(state=again, max_pages_per_host=100)
+    assert g.resume() == len(urls) - 1  # the one in flight is queued again
+    assert not g.mark_seen("http://a.com/0") and g.mark_seen("http://a.com/late")
+    assert g.is_skipped("http://z.com:80") and g.add("http://z.com/1", 0) == "crawl_delay_too_long"
+    assert g.hosts["http://a.com:80"].added == BUFFER * 3
+    g.set_crawl_delay("http://a.com:80", None)
+    g.set_crawl_delay("http://b.com:80", None)
+    handed = []
+    while (entry := g.take_ready()[0]) is not None:
+        handed.append(entry.url)
+        g.release(entry)
+        g.done(entry)
+    assert sorted(handed) == sorted(set(urls) - {done.url})
+    assert in_flight.url in handed and g.queued == 0
+    in_order = [u for u in urls if "a.com" in u and u != done.url]
+    assert [u for u in handed if "a.com" in u] == in_order  # oldest first, across buffers
+
+
+def test_memory_holds_a_few_urls_per_host_however_many_are_queued() -> None:
+    f = frontier(max_pages_per_host=100_000)
+    for i in range(5_000):
+        f.mark_seen(f"http://a.com/{i}")
+        assert f.add(f"http://a.com/{i}", 1) is None
+    slot = f.hosts["http://a.com:80"]
+    assert f.queued == 5_000 and len(slot.buffer) == 0  # all on disk
+    f.set_crawl_delay("http://a.com:80", None)
+    entry, _ = f.take_ready()
+    assert entry is not None and entry.url == "http://a.com/0"
+    assert len(slot.buffer) == BUFFER - 1 and f.queued == 4_999
+    assert not hasattr(f, "seen") and f.state.seen_count() == 5_000  # the seen-set too

@@ -15,10 +15,13 @@ import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from crawlers.fetch import (
+    DnsCache,
     FetchOptions,
     FetchResult,
     NetPolicy,
     PolicyConnector,
+    PolicyResolver,
+    PrivateAddressError,
     fetch,
     is_public_ip,
     open_session,
@@ -202,3 +205,89 @@ def download(pairs: list[Pair], config: ShardsConfig, stats: StageStats) -> dict
         return out
 
     return asyncio.run(go())
+
+
+# ---------------------------------------------------------------- the DNS cache
+
+
+class CountingResolver(LoopbackResolver):
+    """`LoopbackResolver` that counts its queries (and fails for other names, counted too)."""
+
+    def __init__(self) -> None:
+        self.queries = 0
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        self.queries += 1
+        await asyncio.sleep(0.01)  # long enough for concurrent lookups to overlap
+        return await super().resolve(host, port, family)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_dns_answers_are_cached_for_their_ttl_and_checked_on_every_use() -> None:
+    inner, clock = CountingResolver(), Clock()
+    cache = DnsCache(ttl=60.0, negative_ttl=5.0, clock=clock)
+    allowed = PolicyResolver(NetPolicy(NetConfig((NAME,))), inner, cache)
+    refused = PolicyResolver(NetPolicy(NetConfig()), inner, cache)  # same cache, no allowance
+
+    async def go() -> None:
+        first = await allowed.resolve(NAME, 80)
+        assert [r["host"] for r in first] == ["127.0.0.1"] and inner.queries == 1
+        await allowed.resolve(NAME, 80)
+        assert inner.queries == 1  # from the cache
+        with pytest.raises(PrivateAddressError):
+            await refused.resolve(NAME, 80)  # a cached answer is still checked
+        clock.now = 61.0
+        await allowed.resolve(NAME, 80)
+        assert inner.queries == 2  # expired, asked again
+        for _ in range(2):
+            with pytest.raises(OSError, match="unknown host"):
+                await allowed.resolve("nowhere.example", 80)
+        assert inner.queries == 3  # the failure is cached too ...
+        clock.now = 67.0
+        with pytest.raises(OSError):
+            await allowed.resolve("nowhere.example", 80)
+        assert inner.queries == 4  # ... for the shorter negative TTL
+
+    asyncio.run(go())
+
+
+def test_a_session_resolves_a_name_once_for_many_connections(fault_server: FaultServer) -> None:
+    """Eight requests at once open eight connections; the name is looked up once."""
+    inner = CountingResolver()
+    net = NetConfig((f"{NAME}:{fault_server.port}",))
+    url = f"http://{NAME}:{fault_server.port}/slow?seconds=0.2"
+
+    async def go() -> list[FetchResult]:
+        async with open_session("TestBot/1.0", 8, 8, net, resolver=inner) as session:
+            options = FetchOptions(timeout=2.0, retries=0, net=net)
+            return await asyncio.gather(*(fetch(session, url, options) for _ in range(8)))
+
+    results = asyncio.run(go())
+    assert all(r.ok for r in results) and fault_server.log.max_in_flight == 8
+    assert inner.queries == 1
+
+
+def test_a_cancelled_lookup_does_not_fail_those_waiting_for_it() -> None:
+    """A fetch cut by its deadline mid-lookup: the others sharing the lookup ask again."""
+    inner = CountingResolver()
+    resolver = PolicyResolver(NetPolicy(NetConfig((NAME,))), inner, DnsCache())
+
+    async def go() -> None:
+        first = asyncio.create_task(resolver.resolve(NAME, 80))
+        await asyncio.sleep(0)  # the first is now querying
+        second = asyncio.create_task(resolver.resolve(NAME, 80))
+        await asyncio.sleep(0)  # the second waits for the first's answer
+        first.cancel()
+        assert [r["host"] for r in await second] == ["127.0.0.1"]
+        assert first.cancelled() and inner.queries == 2
+
+    asyncio.run(go())

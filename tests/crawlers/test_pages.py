@@ -1,14 +1,21 @@
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
+import os
+import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from aiohttp import web
 
-from crawlers.pages import crawl
+from crawlers.crawlstate import CrawlState
+from crawlers.pages import ParsePool, ParserError, crawl, crawl_pages
 from crawlers.urls import InvalidURLError
 from pipeline.config import CrawlConfig, NetConfig
 from pipeline.record import Pair
@@ -203,15 +210,24 @@ def test_invalid_seed_is_a_clear_error() -> None:
 
 
 class DeepPageServer(FaultServer):
-    """The fault server plus `/deep`: 100k unclosed <div> around one image, served whole."""
+    """The fault server plus `/deep`: 100k unclosed <div> around one image, served whole,
+    and `/heavy`: 20k images among 200k paragraphs (2.4 MB, most of a second to parse)."""
 
     def app(self) -> web.Application:
         app = super().app()
         app.router.add_get("/deep", self.deep)
+        app.router.add_get("/heavy", self.heavy)
         return app
 
     async def deep(self, request: web.Request) -> web.Response:
         body = "<html><body>" + "<div>" * 100_000 + "<img src='/img/deep.jpg' alt='deep'>"
+        return web.Response(text=body, content_type="text/html")
+
+    async def heavy(self, request: web.Request) -> web.Response:
+        """?times=N makes it N times as long (and N times as slow to parse)."""
+        times = int(request.query.get("times", "1"))
+        images = "".join(f"<img src='/i/{i}.jpg' alt='heavy {i}'>" for i in range(20_000))
+        body = f"<html><body>{images}{'<p>x</p>' * 200_000 * times}</body></html>"
         return web.Response(text=body, content_type="text/html")
 
 
@@ -235,9 +251,27 @@ def test_pathological_page_does_not_stall_other_fetches(deep_server: FaultServer
     assert "deep" in captions and len(pairs) == 1 + 15 * 3
 
 
-def test_declared_sizes_reach_the_pairs(fault_server: FaultServer) -> None:
+def test_fetches_keep_completing_while_a_slow_page_is_parsed(deep_server: FaultServer) -> None:
+    """/heavy is fetched first and takes most of a second to parse; the 15 small pages
+    behind it are fetched and parsed meanwhile, so their pairs are recorded before its
+    own. (Parsed on the event loop, nothing else could finish until it was done.)"""
+    deep_server.page_delay = 0.02
+    pairs, stats = run([deep_server.url("/heavy"), deep_server.url("/site/0")])
+    assert stats.kept == 16 and len(pairs) == 20_000 + 15 * 3
+    assert next(p for p in deep_server.log.paths if p != "/robots.txt") == "/heavy"
+    pages = [p.page_url for p in pairs]
+    heavy_first = pages.index(deep_server.url("/heavy"))
+    finished_meanwhile = {url for url in pages[:heavy_first]}
+    assert len(finished_meanwhile) >= 8, len(finished_meanwhile)
+
+
+def test_declared_sizes_and_titles_reach_the_pairs(fault_server: FaultServer) -> None:
     pairs, _ = run([fault_server.url("/html")])
-    assert [(p.declared_width, p.declared_height) for p in pairs] == [(None, None)]
+    assert [(p.declared_width, p.declared_height, p.title) for p in pairs] == [(None, None, None)]
+    page = "<img src='/a.jpg' alt='a kite' width='64' height=48 title='Kite' data-image-title=K>"
+    pairs, _ = run([fault_server.url(f"/typed?type=text/html&body={quote(page)}")])
+    got = [(p.declared_width, p.declared_height, p.title, p.image_title) for p in pairs]
+    assert got == [(64, 48, "Kite", "K")]
 
 
 def test_polite_by_default() -> None:
@@ -287,3 +321,135 @@ def test_global_rate_spaces_all_hosts(
     )  # fmt: skip
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert len(starts) == 8 and min(gaps) >= 0.08, gaps  # 0.1 asked, arrival jitter aside
+
+
+def test_distinct_urls_per_path_pattern_are_capped(fault_server: FaultServer) -> None:
+    """Generated pages (/items/N, endless) stop at the pattern's cap, not at max_depth."""
+    _, stats = run([fault_server.url("/items/0")], max_depth=1000, max_urls_per_pattern=20)
+    assert stats.kept == 20 and fault_server.log.count("/items/") == 20
+    assert stats.dropped == {"trap_path_pattern": stats.seen - 20}
+    _, stats = run([fault_server.url("/items/0")], max_depth=1000, max_urls_per_pattern=7)
+    assert stats.kept == 7  # the cap, not the site, decides
+
+
+def test_query_variants_of_one_path_are_capped(fault_server: FaultServer) -> None:
+    """A calendar in the query string (?day=N, each with a list view) is endless in both
+    directions; a path's distinct queries are capped."""
+    _, stats = run(
+        [fault_server.url("/events?day=0")],
+        max_depth=1000,
+        max_query_variants=12,
+        max_urls_per_pattern=1000,
+    )
+    assert stats.kept == 12 and fault_server.log.count("/events") == 12
+    assert set(stats.dropped) == {"trap_query_variants"}
+
+
+def test_session_ids_do_not_make_pages_new(fault_server: FaultServer) -> None:
+    pairs, stats = run([fault_server.url("/session?page=1&sid=seed")], max_depth=1000)
+    pages = sorted(p for p in fault_server.log.paths if p.startswith("/session"))
+    assert stats.kept == 3 and pages == [
+        "/session?page=1", "/session?page=2", "/session?page=3",
+    ]  # fmt: skip
+    assert sorted(p.caption for p in pairs) == ["page 1", "page 2", "page 3"]
+    assert stats.counts["session_ids_removed"] == 1 + 3 * 2 + 2  # seed, 2 per page, 2 nexts
+    assert stats.counts["duplicate_links"] == 3 * 2
+
+
+def parser_processes() -> list[int]:
+    """The page parser workers of this process's crawl: children of its forkserver."""
+
+    def parent(pid: int) -> int | None:
+        try:
+            return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+    servers = {
+        pid
+        for pid in pids
+        if parent(pid) == os.getpid() and b"forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    }
+    return [pid for pid in pids if parent(pid) in servers]
+
+
+class ParserKillingServer(FaultServer):
+    """The fault server plus `/kill/N`: kills every parser process of the crawl, then
+    serves a page with one image linking to /kill/N+1 (up to ?last=)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.killed: list[int] = []
+
+    def app(self) -> web.Application:
+        app = super().app()
+        app.router.add_get("/kill/{n}", self.kill)
+        return app
+
+    async def kill(self, request: web.Request) -> web.Response:
+        n, last = int(request.match_info["n"]), int(request.query.get("last", "0"))
+        for pid in parser_processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                self.killed.append(pid)
+        await asyncio.sleep(0.2)  # the pool notices before the page arrives
+        more = f"<a href='/kill/{n + 1}?last={last}'>next</a>" if n < last else ""
+        body = f"<html><img src='/img/k{n}.jpg' alt='survivor {n}'>{more}</html>"
+        return web.Response(text=body, content_type="text/html")
+
+
+@pytest.fixture
+def killing_server() -> Iterator[ParserKillingServer]:
+    server = ParserKillingServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_a_dead_parser_process_is_replaced(killing_server: ParserKillingServer) -> None:
+    killing_server.page_delay = 0.01
+    seeds = [killing_server.url("/site/0"), killing_server.url("/kill/0?last=1")]
+    pairs, stats = run(seeds, per_host_connections=2)
+    assert killing_server.killed, "no parser process was running to be killed"
+    assert stats.kept == 15 + 2 and not stats.dropped  # every page parsed, none lost
+    assert {"survivor 0", "survivor 1"} <= {p.caption for p in pairs}
+    assert len(pairs) == 15 * 3 + 2
+    assert stats.counts["parser_restarts"] >= 1
+
+
+def test_parsers_that_keep_dying_fail_the_crawl_cleanly(
+    killing_server: ParserKillingServer,
+) -> None:
+    async def go() -> None:
+        with ParsePool(max_restarts=2) as parser:
+            await crawl_pages(
+                [killing_server.url("/kill/0?last=50")],
+                config(per_host_connections=1),
+                StageStats("crawl"),
+                CrawlState(":memory:"),
+                parser=parser,
+            )
+
+    start = time.monotonic()
+    with pytest.raises(ParserError, match="died 3 times"):
+        asyncio.run(go())
+    assert time.monotonic() - start < 30  # a safety net: it fails, it does not hang
+    assert killing_server.log.count("/kill/") <= 5
+
+
+def test_a_page_that_parses_too_long_is_given_up(deep_server: FaultServer) -> None:
+    async def go(stats: StageStats) -> CrawlState:
+        state = CrawlState(":memory:")
+        with ParsePool(timeout=1.0) as parser:  # /heavy?times=4 takes a few seconds
+            seeds = [deep_server.url("/heavy?times=4"), deep_server.url("/site/0")]
+            await crawl_pages(seeds, config(max_page_bytes=20_000_000), stats, state, parser=parser)
+        return state
+
+    stats = StageStats("crawl")
+    state = asyncio.run(go(stats))
+    assert stats.dropped == {"parse_timeout": 1} and stats.kept == 15
+    assert state.pair_count() == 15 * 3  # the others parsed on, in the new pool
+    assert "parser_restarts" not in stats.counts  # our own kill is not a death

@@ -11,7 +11,10 @@ from crawlers.urls import (
     is_private_address,
     is_private_ip,
     normalize_url,
+    path_pattern,
+    query_family,
     remove_dot_segments,
+    strip_session_ids,
     trap_reason,
 )
 
@@ -142,3 +145,23 @@ def test_reference_resolver_matches_urljoin(reference: str) -> None:
     except InvalidURLError:
         found = None
     assert found == expected
+
+
+def test_session_ids_are_stripped() -> None:
+    assert strip_session_ids("http://a.com/p?x=1&sid=abc&y=2") == "http://a.com/p?x=1&y=2"
+    assert strip_session_ids("http://a.com/p;jsessionid=0A1B?x=1") == "http://a.com/p?x=1"
+    assert strip_session_ids("http://a.com/p?PHPSESSID=9&ASPSESSIONIDQQ=1") == "http://a.com/p"
+    same = "http://a.com/p?side=1&sids=2"
+    assert strip_session_ids(same) is same  # near misses are left alone
+
+
+def test_path_patterns_and_query_families() -> None:
+    assert (
+        path_pattern("http://a.com/cal/2024/11?view=1&day=3") == "http://a.com:80/cal/0/0?day&view"
+    )
+    assert path_pattern("http://a.com/cal/1999/2?day=9&view=2") == path_pattern(
+        "http://a.com/cal/2024/11?view=1&day=3"
+    )
+    assert path_pattern("http://a.com/cal/x") != path_pattern("http://b.com/cal/x")
+    assert query_family("http://a.com/e?day=1") == "http://a.com/e"
+    assert query_family("http://a.com/e") is None

@@ -156,3 +156,23 @@ def test_non_html_errors_and_opted_out_pages_are_counted(tmp_path: Path) -> None
     assert stats.counts["images_opted_out"] == 1
     table, _ = read_all(warc, respect_robots=False)
     assert table.num_rows == 2
+
+
+def test_rows_carry_titles_and_declared_sizes(tmp_path: Path) -> None:
+    html = (
+        b"<html><img src='/a.jpg' alt='a red kite' title=' The  kite ' data-image-title='Kite'"
+        b" width='640' height='480'><img src='/b.jpg' alt='a pixel' width=1 height='1px'>"
+        b"<img src='/c.jpg' alt='plain' title='  '></html>"
+    )
+    warc = write_warc(tmp_path / "t.warc", page("http://example.com/p", html))
+    table, _ = read_all(warc)
+    got = [
+        (r["url"], r["title"], r["image_title"], r["declared_width"], r["declared_height"])
+        for r in table.to_pylist()
+    ]
+    assert got == [
+        ("http://example.com/a.jpg", "The kite", "Kite", 640, 480),
+        ("http://example.com/b.jpg", None, None, 1, 1),
+        ("http://example.com/c.jpg", None, None, None, None),
+    ]
+    assert table.schema.field("declared_width").type == pa.int32()
