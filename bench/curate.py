@@ -3,8 +3,8 @@
 Input: URL lists built from the 10,000 real alt texts of img2dataset's test file (each
 row a real caption, made distinct by a `#<row>` tag that matches no entry (and keeps
 file-name and junk alts from their rules), with a URL of its own; 3% of rows repeat an
-earlier (caption, URL) and 10% an earlier URL, so every dedup step has work) and a query
-list of Wikipedia words (count >= 100) plus WordNet names. Each run is `python -m
+earlier (caption, URL) and 10% an earlier URL, so every dedup step has work) and the
+shipped English query list (`filters/querylists/en.txt.gz`). Each run is `python -m
 pipeline crawl --url-list` then `curate` with `curate.language_engine=none` (the
 throughput figure is everything but the language detector, whose speed is its own),
 default `part_rows`.
@@ -12,10 +12,11 @@ default `part_rows`.
 Measured: curation rows per second (candidates in / the curate command's wall time) on
 one worker (the per-core figure) and on two, and the peak resident memory of the stage's
 whole process tree (the stage and its workers, sampled every 50 ms from /proc) at 1M and
-4M rows. The peer is the matcher alone, pyahocorasick over the same captions in one
-process: the anchor the issue sets (the rest of curation must not cost more than matching
-does). On this machine two processes run at about 60-75% of one's speed each, so two
-workers are well short of twice one.
+4M rows. The peer is the matcher alone (`filters.matching`, itself faster than MetaCLIP's
+pyahocorasick matcher: `python -m bench matching`) over the same captions in one process:
+the anchor the issue sets (the rest of curation must not cost more than matching does).
+On this machine two processes run at about 60-75% of one's speed each, so two workers are
+well short of twice one.
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench.common import REPO, BenchResult, timed
-from bench.matching import query_entries, real_alt_texts
+from bench.matching import real_alt_texts
 from filters.matching import QueryMatcher, match_captions
-from filters.queries import write_queries
+from filters.queries import load_queries, shipped_list, write_queries
 
 SIZES = (1_000_000, 4_000_000)
 WORKERS = 2
@@ -135,7 +136,7 @@ def curate_run(common: list[str], workers: int) -> tuple[float, int]:
 
 def run() -> BenchResult:
     texts = real_alt_texts()
-    entries = query_entries()
+    entries = load_queries(shipped_list())
     (REPO / "runs").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=REPO / "runs") as tmp:
         root = Path(tmp)

@@ -7,6 +7,10 @@ MetaCLIP flips `random.random()`; here each coin is a pure function of (uid, ent
 so the selection is the same for any input order, partitioning or executor, and on every
 rerun.
 
+In worldwide mode (MetaCLIP 2) `t` is an array, the t of each entry's language
+(`filters.worldwide`); `expected_kept` gives MetaCLIP's expected selected size,
+sum over pairs of 1 - prod(1 - p_e).
+
 Both passes are columnar: `count_matches` and `balance_mask` take the `matched` column
 (list<string>) and work on numpy arrays of entry ids from an `EntryIndex`. A coin is
 `mix64(uid64 ^ mix64(entry64 ^ mix64(seed)))`, top 53 bits, scaled into [0, 1): uid64 is
@@ -39,6 +43,7 @@ COIN_SCALE = 2.0**-53
 
 ListColumn: TypeAlias = pa.ListArray | pa.ChunkedArray
 StringColumn: TypeAlias = pa.Array | pa.ChunkedArray
+Threshold: TypeAlias = int | np.ndarray  # one t, or a t per entry (worldwide mode)
 
 # SWAR constants: a byte b < 0x80 gets its high bit from b + (0x80 - bound) iff b >= bound.
 HIGH_BITS = np.uint64(0x8080808080808080)
@@ -263,13 +268,33 @@ def coin(uid: str, entry: str, seed: int) -> float:
     return float(coin_values(uid64, blake64([entry]), seed)[0])
 
 
-def entry_probabilities(counts: np.ndarray, t: int) -> np.ndarray:
-    """p_e = min(1, t / c_e) per entry: an entry seen at most `t` times (or never) is 1."""
+def entry_probabilities(counts: np.ndarray, t: Threshold) -> np.ndarray:
+    """p_e = min(1, t / c_e) per entry: an entry seen at most `t` times (or never) is 1.
+    `t` is one threshold or one per entry (MetaCLIP 2: the t of the entry's language)."""
     counts = np.asarray(counts, dtype=np.int64)
+    limits = np.broadcast_to(np.asarray(t, dtype=np.int64), counts.shape)
     chances = np.ones(len(counts), dtype=np.float64)
-    over = counts > t
-    chances[over] = t / counts[over]
+    over = counts > limits
+    chances[over] = limits[over] / counts[over]
     return chances
+
+
+def expected_kept(
+    matched: pa.ListArray | pa.ChunkedArray, counts: np.ndarray, index: EntryIndex, t: Threshold
+) -> float:
+    """MetaCLIP's expected selected size of these rows: sum of 1 - prod(1 - p_e) over
+    each row's distinct matched entries (values that are not entries keep p = 1)."""
+    values, rows = flattened(matched)
+    ids = index.ids(values)
+    chances = np.append(entry_probabilities(counts, t), 1.0)  # id -1: not an entry, p = 1
+    first = ~repeated_in_row(ids, rows)
+    with np.errstate(divide="ignore"):
+        misses = np.log1p(-chances[ids[first]])  # -inf where p_e = 1: surely kept
+    missed = np.zeros(len(matched), dtype=np.float64)
+    np.add.at(missed, rows[first], misses)
+    has_match = np.zeros(len(matched), dtype=bool)
+    has_match[rows] = True
+    return float(np.sum(-np.expm1(missed[has_match])))
 
 
 def entry_probability(count: int, t: int) -> float:
@@ -341,7 +366,7 @@ def balance_mask(
     matched: pa.ListArray | pa.ChunkedArray,
     counts: np.ndarray,
     index: EntryIndex,
-    t: int,
+    t: Threshold,
     seed: int,
 ) -> np.ndarray:
     """Pass 2: bool per row, True where the pair is kept: the coin of some matched entry e

@@ -5,6 +5,13 @@ small CNN can learn from pixels. How often each concept appears on the web follo
 law over a rank order drawn from the seed, so balancing has a head to cut and a tail to
 keep. Captions are English sentences from templates that contain the colour and the shape
 as separate words, which is what MetaCLIP's space-padded substring matching needs.
+
+With `sandbox.languages` naming more than English, half the captions (by a hash of the
+item) are in the first language and the rest spread evenly over the others: the same
+concepts described in French, German, Spanish, Italian, Dutch or Portuguese, so that a
+worldwide curation (`curate.mode = "worldwide"`) keeps pairs in every language, each
+caption describing its picture. The phrases use forms that need no agreement with the
+shape ("de couleur rouge", "in Rot", "in de kleur rood").
 """
 
 from __future__ import annotations
@@ -51,6 +58,96 @@ TEMPLATES: tuple[str, ...] = (
 SIZES: tuple[str, ...] = ("small", "large", "big", "tiny", "bright")
 BACKGROUNDS: tuple[str, ...] = ("grey", "white", "light", "dark", "plain")
 SURFACES: tuple[str, ...] = ("paper", "wood", "canvas", "cardboard", "fabric")
+
+
+@dataclass(frozen=True)
+class CaptionLanguage:
+    """How one language describes a concept: "<shape> <joiner> <colour>" in templates."""
+
+    shapes: dict[str, str]  # shape -> noun phrase with its article
+    colours: dict[str, str]  # colour -> the word after the joiner
+    joiner: str
+    templates: tuple[str, ...]  # each holds {concept} and {background}
+    backgrounds: tuple[str, ...]
+
+    def phrase(self, concept: Concept) -> str:
+        return f"{self.shapes[concept.shape]} {self.joiner} {self.colours[concept.colour]}"
+
+
+CAPTION_LANGUAGES: dict[str, CaptionLanguage] = {
+    "fr": CaptionLanguage(
+        shapes={"circle": "un cercle", "square": "un carré", "triangle": "un triangle",
+                "star": "une étoile", "hexagon": "un hexagone", "cross": "une croix"},
+        colours={"red": "rouge", "orange": "orange", "yellow": "jaune", "green": "verte",
+                 "blue": "bleue", "purple": "violette", "pink": "rose", "brown": "marron"},
+        joiner="de couleur",
+        templates=("voici {concept} sur un fond {background}",
+                   "il y a {concept} au milieu de cette image, sur un fond {background}",
+                   "ma fille a peint {concept} à l'école aujourd'hui",
+                   "une vieille photo avec {concept} sur un mur {background}"),
+        backgrounds=("gris", "blanc", "clair", "sombre", "uni"),
+    ),
+    "de": CaptionLanguage(
+        shapes={"circle": "ein Kreis", "square": "ein Quadrat", "triangle": "ein Dreieck",
+                "star": "ein Stern", "hexagon": "ein Sechseck", "cross": "ein Kreuz"},
+        colours={"red": "Rot", "orange": "Orange", "yellow": "Gelb", "green": "Grün",
+                 "blue": "Blau", "purple": "Lila", "pink": "Rosa", "brown": "Braun"},
+        joiner="in",
+        templates=("das ist {concept} auf {background} Hintergrund",
+                   "auf diesem Bild ist {concept} auf {background} Hintergrund zu sehen",
+                   "meine Tochter sagt, das ist {concept}, heute in der Schule gemalt",
+                   "ein altes Foto: {concept} auf einer Wand mit {background} Putz"),
+        backgrounds=("grauem", "weißem", "hellem", "dunklem", "schlichtem"),
+    ),
+    "es": CaptionLanguage(
+        shapes={"circle": "un círculo", "square": "un cuadrado", "triangle": "un triángulo",
+                "star": "una estrella", "hexagon": "un hexágono", "cross": "una cruz"},
+        colours={"red": "rojo", "orange": "naranja", "yellow": "amarillo", "green": "verde",
+                 "blue": "azul", "purple": "morado", "pink": "rosa", "brown": "marrón"},
+        joiner="de color",
+        templates=("foto de {concept} sobre un fondo {background}",
+                   "aquí se ve {concept} en el centro de la imagen, con fondo {background}",
+                   "mi hija dibujó {concept} en la escuela hoy",
+                   "una foto antigua de {concept} en una pared de color {background}"),
+        backgrounds=("gris", "blanco", "claro", "oscuro", "liso"),
+    ),
+    "it": CaptionLanguage(
+        shapes={"circle": "un cerchio", "square": "un quadrato", "triangle": "un triangolo",
+                "star": "una stella", "hexagon": "un esagono", "cross": "una croce"},
+        colours={"red": "rosso", "orange": "arancione", "yellow": "giallo", "green": "verde",
+                 "blue": "blu", "purple": "viola", "pink": "rosa", "brown": "marrone"},
+        joiner="di colore",
+        templates=("foto di {concept} su uno sfondo {background}",
+                   "ecco {concept} al centro di questa immagine, su sfondo {background}",
+                   "mia figlia ha disegnato {concept} a scuola oggi",
+                   "una vecchia fotografia di {concept} su un muro {background}"),
+        backgrounds=("grigio", "bianco", "chiaro", "scuro", "semplice"),
+    ),
+    "nl": CaptionLanguage(
+        shapes={"circle": "een cirkel", "square": "een vierkant", "triangle": "een driehoek",
+                "star": "een ster", "hexagon": "een zeshoek", "cross": "een kruis"},
+        colours={"red": "rood", "orange": "oranje", "yellow": "geel", "green": "groen",
+                 "blue": "blauw", "purple": "paars", "pink": "roze", "brown": "bruin"},
+        joiner="in de kleur",
+        templates=("foto van {concept} op een {background} achtergrond",
+                   "hier zie je {concept} in het midden van de foto, op een {background} muur",
+                   "mijn dochter tekende vandaag {concept} op school",
+                   "een oude foto van {concept} op een {background} muur"),
+        backgrounds=("grijze", "witte", "lichte", "donkere", "effen"),
+    ),
+    "pt": CaptionLanguage(
+        shapes={"circle": "um círculo", "square": "um quadrado", "triangle": "um triângulo",
+                "star": "uma estrela", "hexagon": "um hexágono", "cross": "uma cruz"},
+        colours={"red": "vermelha", "orange": "laranja", "yellow": "amarela", "green": "verde",
+                 "blue": "azul", "purple": "roxa", "pink": "rosa", "brown": "castanha"},
+        joiner="de cor",
+        templates=("esta é uma fotografia de {concept} com um fundo {background}",
+                   "aqui podemos ver {concept} no meio desta imagem, com fundo {background}",
+                   "a minha filha desenhou {concept} na escola hoje",
+                   "uma fotografia antiga de {concept} numa parede {background}"),
+        backgrounds=("cinzento", "branco", "claro", "escuro", "liso"),
+    ),
+}  # fmt: skip
 
 # Full sentences in other languages that langdetect flags reliably.
 FOREIGN_ALTS: tuple[tuple[str, str], ...] = (
@@ -157,8 +254,26 @@ def sample_concept(key: str, seed: int) -> Concept:
     return ranking[min(index, len(ranking) - 1)]
 
 
-def make_caption(concept: Concept, key: str, seed: int) -> str:
-    """An English sentence describing `concept`, chosen and filled from the templates."""
+def caption_language(key: str, seed: int, languages: tuple[str, ...] = ("en",)) -> str:
+    """The language of item `key`'s caption: the first of `languages` for half the items
+    (all of them when it is the only one), the others evenly for the rest."""
+    if len(languages) == 1:
+        return languages[0]
+    draw = hash_unit("language", key, seed)
+    if draw < 0.5:
+        return languages[0]
+    others = languages[1:]
+    return others[min(int((draw - 0.5) * 2 * len(others)), len(others) - 1)]
+
+
+def make_caption(
+    concept: Concept, key: str, seed: int, languages: tuple[str, ...] = ("en",)
+) -> str:
+    """A sentence describing `concept` in the language `caption_language` picks: English
+    from the templates, or one of CAPTION_LANGUAGES."""
+    language = caption_language(key, seed, languages)
+    if language != "en":
+        return foreign_caption(CAPTION_LANGUAGES[language], concept, key, seed)
     rng = derive_random("caption", key, seed)
     template = rng.choice(TEMPLATES)
     return template.format(
@@ -168,6 +283,13 @@ def make_caption(concept: Concept, key: str, seed: int) -> str:
         background=rng.choice(BACKGROUNDS),
         surface=rng.choice(SURFACES),
     )
+
+
+def foreign_caption(language: CaptionLanguage, concept: Concept, key: str, seed: int) -> str:
+    rng = derive_random("caption", key, seed)
+    template = rng.choice(language.templates)
+    phrase = language.phrase(concept)
+    return template.format(concept=phrase, background=rng.choice(language.backgrounds))
 
 
 def caption_words() -> list[str]:

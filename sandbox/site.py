@@ -294,7 +294,7 @@ class SandboxSite:
 
     def _caption(self, spec: ImageSpec) -> str:
         assert spec.concept is not None
-        return make_caption(spec.concept, spec.key, self.seed)
+        return make_caption(spec.concept, spec.key, self.seed, self.config.languages)
 
     def _route(self, target: HostPath, route: Route) -> None:
         if target in self.routes:
@@ -374,7 +374,7 @@ class SandboxSite:
             target = self._target(
                 slot, prefix=("/img/", "/cdn/", "/media/", "/uploads/")[index % 4]
             )
-            caption = make_caption(spec.concept, self._key(slot), self.seed)  # type: ignore[arg-type]
+            caption = make_caption(spec.concept, self._key(slot), self.seed, self.config.languages)  # type: ignore[arg-type]
             self._serve_spec(target, spec, "duplicate_bytes", caption)
             self._place(slot, ImageRef(target, caption))
             group.append(target)
@@ -388,7 +388,7 @@ class SandboxSite:
         group = []
         for slot, spec in zip(slots, (original, copy), strict=True):
             target = self._target(slot)
-            caption = make_caption(spec.concept, self._key(slot), self.seed)  # type: ignore[arg-type]
+            caption = make_caption(spec.concept, self._key(slot), self.seed, self.config.languages)  # type: ignore[arg-type]
             self._serve_spec(target, spec, "near_duplicate", caption)
             self._place(slot, ImageRef(target, caption))
             group.append(target)

@@ -20,6 +20,12 @@ language detection, ~1,000x slower than matching, runs once per distinct survivi
         balancing             at most ~t pairs per entry; coins from hash(uid, entry, seed)
         -> curate/selected/range-NNNNN.parquet, each sorted by uid
 
+Worldwide mode (`curate.mode = "worldwide"`, MetaCLIP 2, `filters.worldwide`): screening
+does not match; the language step keeps every language that has an entry list, then
+matches each caption against its language's list (entries of all languages numbered in
+one space); after the counts, each language gets its t (English: curate.balance_threshold)
+and balancing uses the t of each entry's language. `worldwide.json` reports the figures.
+
 Every decision is a pure function of the rows sharing a key (a deterministic winner, a
 count) or of one row and the seed, so any number of parts, buckets or workers and either
 executor select exactly the same pairs. Every candidate ends in `curate/selected/` or in
@@ -39,17 +45,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from executors import Exchange, Executor, make_executor
 from executors.base import bucket_of
-from filters.balance import EntryIndex, balance_mask, count_matches
+from filters import worldwide
+from filters.balance import EntryIndex, Threshold, balance_mask, count_matches, expected_kept
 from filters.dedup import RANK_COLUMNS, first_per_key, sort_by_rank
 from filters.image_rules import declared_size_reasons
-from filters.language import detect_languages, language_columns
+from filters.language import Detection, detect_languages, language_columns
 from filters.matching import QueryMatcher, cached_matcher, decode_matches, match_codes
-from filters.text import text_reasons
+from filters.text import screen_captions
 from pipeline import storage
 from pipeline.config import PipelineConfig, save_config
 from pipeline.errors import PipelineError
@@ -86,7 +94,9 @@ CURATE_SCHEMA = pa.schema(
 )  # fmt: skip
 SELECTED_ROW_GROUP = 4096  # a shard's fetch task reads only the row groups it needs
 # What a local worker needs, imported once by the fork server.
-WORKER_MODULES = ["pipeline.stages.curate", "filters.language", "filters.matching"]
+WORKER_MODULES = [
+    "pipeline.stages.curate", "filters.language", "filters.matching", "filters.worldwide",
+]  # fmt: skip
 
 
 # ------------------------------------------------------------------ the plan
@@ -177,6 +187,33 @@ class CurateJob:
         name = f"{kind}.npy" if task is None else f"{kind}-{task:05d}.npy"
         return storage.join(self.work, "counts", name)
 
+    @property
+    def is_worldwide(self) -> bool:
+        return self.config.curate.mode == "worldwide"
+
+    @property
+    def world(self) -> worldwide.WorldwideIndex:
+        """Worldwide mode's lists: English from `queries`, the others per language."""
+        return worldwide.worldwide_index(self.queries, self.config.curate.worldwide_lists)
+
+    @property
+    def index(self) -> EntryIndex:
+        """Every entry matches are numbered by (all languages' in worldwide mode)."""
+        if self.is_worldwide:
+            return worldwide.global_entry_index(self.queries, self.config.curate.worldwide_lists)
+        return entry_index(self.queries)
+
+    @property
+    def thresholds_file(self) -> str:
+        return storage.join(self.work, "counts", "thresholds.json")
+
+    def threshold(self) -> Threshold:
+        """t, or in worldwide mode the t of each entry's language (from the saved counts)."""
+        if not self.is_worldwide:
+            return self.config.curate.balance_threshold
+        saved = orjson.loads(storage.read_bytes(self.thresholds_file))
+        return worldwide.entry_thresholds(self.world, saved["thresholds"])
+
 
 def entry_index(queries: str) -> EntryIndex:
     """The query entries numbered as the matcher numbers them (sorted, distinct), with
@@ -214,7 +251,10 @@ def drop_counts(table: pa.Table) -> dict[str, int]:
 
 def pair_rows(job: CurateJob, table: pa.Table) -> pa.Table:
     """Rows in `PAIR_SCHEMA`, their matched entry numbers turned back into the entries."""
-    entries = decode_matches(table.column("matched"), cached_matcher(job.queries))
+    if job.is_worldwide:
+        entries = worldwide.decode_codes(table.column("matched"), job.index.values)
+    else:
+        entries = decode_matches(table.column("matched"), cached_matcher(job.queries))
     return align(table.set_column(table.schema.get_field_index("matched"), "matched", entries))
 
 
@@ -241,20 +281,34 @@ def screen_part(job: CurateJob, index: int) -> dict[str, Any]:
     seen = table.num_rows
     prior = table.column("drop_reason").is_null()
     table, already = table.filter(prior), table.filter(pc.invert(prior))
-    reasons = text_reasons(table.column("caption"), job.config.curate)
+    screened = screen_captions(table.column("caption"), job.config.curate)  # cleaned, judged
+    table = table.set_column(table.schema.get_field_index("caption"), "caption", screened.captions)
+    reasons = screened.reasons
     table, by_text = drop_rows(table, reasons.is_null().to_numpy(zero_copy_only=False), reasons)
     tiny = declared_size_reasons(table.column("declared_width"), table.column("declared_height"))
     table, by_size = drop_rows(table, tiny.is_null().to_numpy(zero_copy_only=False), tiny)
-    matched = match_codes(table.column("caption"), cached_matcher(job.queries))
-    table = table.set_column(table.schema.get_field_index("matched"), "matched", matched)
-    any_match = pc.greater(pc.list_value_length(matched), 0).to_numpy(zero_copy_only=False)
-    table, by_match = drop_rows(table, any_match, "match:no_entry")
+    table, by_match = screen_matches(job, table)
     exchange = job.exchange(0)
     exchange.write(name, table, bucket_of(table.column("caption"), exchange.buckets))
-    info = {"seen": seen, "rows": seen}
+    info = {"seen": seen, "rows": seen, "counts": dict(screened.fixed)}
     info["dropped"] = save_dropped(job, name, [already, by_text, by_size, by_match])
     mark_done(job.work, name, info)
     return info
+
+
+def with_matches(table: pa.Table, matched: pa.ListArray) -> tuple[pa.Table, pa.Table]:
+    """(rows matching some entry, the others dropped as `match:no_entry`)."""
+    table = table.set_column(table.schema.get_field_index("matched"), "matched", matched)
+    any_match = pc.greater(pc.list_value_length(matched), 0).to_numpy(zero_copy_only=False)
+    return drop_rows(table, any_match, "match:no_entry")
+
+
+def screen_matches(job: CurateJob, table: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """English mode matches here, before the language is known; worldwide mode matches
+    each caption against its language's list in the language step."""
+    if job.is_worldwide:
+        return table, table.schema.empty_table()
+    return with_matches(table, match_codes(table.column("caption"), cached_matcher(job.queries)))
 
 
 def group_bucket(job: CurateJob, index: int, bucket: int, rows: pa.Table) -> dict[str, Any]:
@@ -277,7 +331,7 @@ def group_bucket(job: CurateJob, index: int, bucket: int, rows: pa.Table) -> dic
     following = job.exchange(index + 1)
     if last:
         keys = uid_range(table.column("uid"), following.buckets)
-        matched = count_matches(table.column("matched").combine_chunks(), entry_index(job.queries))
+        matched = count_matches(table.column("matched").combine_chunks(), job.index)
         save_counts(job.counts_file("matched", bucket), matched)
     else:
         keys = bucket_of(table.column(job.plan.passes[index + 1][0]), following.buckets)
@@ -292,13 +346,36 @@ def language_step(table: pa.Table, job: CurateJob) -> tuple[pa.Table, pa.Table, 
     Returns (kept, dropped, the number of texts detected)."""
     captions = table.column("caption")
     distinct = sorted(set(pc.unique(captions).to_pylist()))
-    detections = detect_languages(distinct, workers=1)
+    detections = detect_languages(distinct, 1, job.config.curate.language_engine)
     languages, scores, reasons = language_columns(captions, detections, job.config.curate)
     table = table.set_column(table.schema.get_field_index("language"), "language", languages)
     column = table.schema.get_field_index("language_score")
     table = table.set_column(column, "language_score", scores)
+    if job.is_worldwide:
+        return (*worldwide_step(table, job, detections), len(distinct))
     kept, lost = drop_rows(table, reasons.is_null().to_numpy(zero_copy_only=False), reasons)
     return kept, lost, len(distinct)
+
+
+def worldwide_reason(detection: Detection, job: CurateJob) -> str | None:
+    """Worldwide mode keeps every language with an entry list (curate.languages unused)."""
+    language, score = detection
+    if language is None or score < job.config.curate.min_language_score:
+        return "language:unknown"
+    return None if job.world.language_of(language) else f"language:{language}"
+
+
+def worldwide_step(
+    table: pa.Table, job: CurateJob, detections: dict[str, Detection]
+) -> tuple[pa.Table, pa.Table]:
+    """Drop the rows without a usable language, match the rest against their language's
+    list, drop those matching nothing; returns (kept, dropped)."""
+    found = {text: worldwide_reason(detection, job) for text, detection in detections.items()}
+    reasons = pa.array([found[c] for c in table.column("caption").to_pylist()], pa.string())
+    table, lost = drop_rows(table, reasons.is_null().to_numpy(zero_copy_only=False), reasons)
+    matched = job.world.match(table.column("caption"), table.column("language").to_pylist())
+    table, unmatched = with_matches(table, matched)
+    return table, pa.concat_tables([lost, unmatched])
 
 
 def select_range(job: CurateJob, bucket: int, rows: pa.Table) -> dict[str, Any]:
@@ -307,19 +384,23 @@ def select_range(job: CurateJob, bucket: int, rows: pa.Table) -> dict[str, Any]:
     if is_done(job.work, name):
         return done_info(job.work, name)
     table = sort_by_rank(rows, ("uid",))  # uids are distinct after uid dedup
-    index = entry_index(job.queries)
+    index, t = job.index, job.threshold()
     counts = load_counts(job.counts_file("matched"))
-    cfg = job.config.curate
-    keep = balance_mask(
-        table.column("uid"), table.column("matched").combine_chunks(), counts, index,
-        cfg.balance_threshold, job.config.seed,
-    )  # fmt: skip
+    matched = table.column("matched").combine_chunks()
+    keep = balance_mask(table.column("uid"), matched, counts, index, t, job.config.seed)
+    expected = expected_kept(matched, counts, index, t)
+    before = table.column("language").to_pylist()
     table, lost = drop_rows(table, keep, "balance:over_threshold")
     location = storage.join(job.layout.selected, f"range-{bucket:05d}.parquet")
     write_table(location, pair_rows(job, table), row_group_size=SELECTED_ROW_GROUP)
     selected = count_matches(table.column("matched").combine_chunks(), index)
     save_counts(job.counts_file("selected", bucket), selected)
-    info = {"kept": table.num_rows, "rows": rows.num_rows}
+    info: dict[str, Any] = {"kept": table.num_rows, "rows": rows.num_rows}
+    info["balance"] = {
+        "expected": expected,
+        "before": worldwide.language_counts(before),
+        "after": worldwide.language_counts(table.column("language").to_pylist()),
+    }
     info["dropped"] = save_dropped(job, name, [lost])
     mark_done(job.work, name, info)
     return info
@@ -338,7 +419,7 @@ def load_counts(location: str) -> np.ndarray:
 
 def sum_counts(job: CurateJob, kind: str, tasks: int) -> np.ndarray:
     """The small reduce: per-entry counts summed over tasks (memory O(entries))."""
-    total = np.zeros(len(entry_index(job.queries)), dtype=np.int64)
+    total = np.zeros(len(job.index), dtype=np.int64)
     for task in range(tasks):
         location = job.counts_file(kind, task)
         if storage.exists(location):
@@ -354,7 +435,9 @@ def queries_path(config: PipelineConfig, layout: RunLayout) -> str:
         return config.curate.queries
     if storage.exists(layout.sandbox_queries):
         return layout.sandbox_queries
-    raise PipelineError("no query list: set curate.queries to a file of entries, one per line")
+    from filters.queries import shipped_list  # the default: the shipped English list
+
+    return str(shipped_list())
 
 
 def run_passes(job: CurateJob, executor: Executor, quiet: bool = False) -> list[dict[str, Any]]:
@@ -370,10 +453,45 @@ def run_passes(job: CurateJob, executor: Executor, quiet: bool = False) -> list[
             reduce_fn = functools.partial(group_bucket, job, index)
             infos += progress.drain(executor.reduce(job.exchange(index), reduce_fn, buckets))
     save_counts(job.counts_file("matched"), sum_counts(job, "matched", plan.buckets))
+    if job.is_worldwide:
+        save_thresholds(job)
     with Progress("curate", "balance", plan.ranges, quiet) as progress:
         select, ranges = functools.partial(select_range, job), list(range(plan.ranges))
         infos += progress.drain(executor.reduce(job.exchange(len(plan.passes)), select, ranges))
     return infos
+
+
+def save_thresholds(job: CurateJob) -> None:
+    """MetaCLIP 2's t per language from the summed counts (a pure function of them)."""
+    counts = load_counts(job.counts_file("matched"))
+    p, thresholds = worldwide.language_thresholds(
+        counts, job.world, job.config.curate.balance_threshold
+    )
+    data = {"tail_fraction": p, "thresholds": thresholds}
+    storage.write_bytes(job.thresholds_file, orjson.dumps(data, option=orjson.OPT_SORT_KEYS))
+
+
+def balance_summary(infos: list[dict[str, Any]]) -> dict[str, Any]:
+    """Pairs per language before and after balancing, and the expected selected size."""
+    before: dict[str, int] = {}
+    after: dict[str, int] = {}
+    expected = 0.0
+    for info in infos:
+        found = info.get("balance")
+        if found is None:
+            continue
+        expected += float(found["expected"])
+        for total, counts in ((before, found["before"]), (after, found["after"])):
+            for language, count in counts.items():
+                total[language] = total.get(language, 0) + int(count)
+    order = sorted(before, key=lambda code: (-before[code], code))
+    return {
+        "expected_selected": round(expected, 2),
+        "selected": sum(after.values()),
+        "languages": {
+            code: {"before": before[code], "after": after.get(code, 0)} for code in order
+        },
+    }
 
 
 def curate_stats(infos: list[dict[str, Any]]) -> StageStats:
@@ -393,6 +511,42 @@ def entry_count_table(entries: Sequence[str], counts: np.ndarray) -> dict[str, i
     return {entries[i]: int(counts[i]) for i in order}
 
 
+def entry_counts(
+    job: CurateJob, entries: Sequence[str], matched: np.ndarray, selected: np.ndarray
+) -> dict[str, Any]:
+    """`entry_count_table` of the matched and selected counts; per language in worldwide
+    mode (one entry can stand in several languages' lists)."""
+    if not job.is_worldwide:
+        return {
+            "matched": entry_count_table(entries, matched),
+            "selected": entry_count_table(entries, selected),
+        }
+    tables = {}
+    for code in job.world.languages:
+        span = job.world.span(code)
+        tables[code] = {
+            "matched": entry_count_table(entries[span], matched[span]),
+            "selected": entry_count_table(entries[span], selected[span]),
+        }
+    return tables
+
+
+def worldwide_report(job: CurateJob, infos: list[dict[str, Any]]) -> dict[str, Any]:
+    """The derived t per language, pairs per language before and after balancing, and
+    the expected against the actual selected size."""
+    saved = orjson.loads(storage.read_bytes(job.thresholds_file))
+    summary = balance_summary(infos)
+    for code, counts in summary["languages"].items():
+        name = job.world.language_of(code)
+        counts["t"] = saved["thresholds"].get(name) if name else None
+    log.info(
+        "curate worldwide: p=%.3f, %d selected (expected %.1f) in %d languages",
+        saved["tail_fraction"], summary["selected"], summary["expected_selected"],
+        len(summary["languages"]),
+    )  # fmt: skip
+    return {"tail_fraction": saved["tail_fraction"], "thresholds": saved["thresholds"], **summary}
+
+
 def run_curate(config: PipelineConfig, quiet: bool = False) -> StageStats:
     layout = RunLayout(config.root)
     if is_done(layout.curate_dir, "curate"):
@@ -401,25 +555,28 @@ def run_curate(config: PipelineConfig, quiet: bool = False) -> StageStats:
     if not is_done(layout.crawl_dir, "crawl"):
         raise PipelineError(f"no finished crawl in {layout.crawl_dir}: run the crawl first")
     queries = queries_path(config, layout)
-    entries = entry_index(queries).values.to_pylist()  # as counted: the matcher's order
     remove_stale_temporaries(layout.curate_dir)
     started = time.perf_counter()
     job = CurateJob(config, layout.root, queries, load_plan(config, layout))
+    entries = job.index.values.to_pylist()  # as counted: the matchers' order
     executor = make_executor(
         config.executor.kind, config.executor.workers, config.executor.ray_address,
         preload=WORKER_MODULES,
     )  # fmt: skip
     with executor:
-        stats = curate_stats(run_passes(job, executor, quiet))
+        infos = run_passes(job, executor, quiet)
+    stats = curate_stats(infos)
     matched = load_counts(job.counts_file("matched"))
     selected = sum_counts(job, "selected", job.plan.ranges)
-    write_json(
-        storage.join(layout.curate_dir, "entry_counts.json"),
-        {
-            "matched": entry_count_table(entries, matched),
-            "selected": entry_count_table(entries, selected),
-        },
-    )
+    counts_location = storage.join(layout.curate_dir, "entry_counts.json")
+    write_json(counts_location, entry_counts(job, entries, matched, selected))
+    if job.is_worldwide:
+        report = worldwide_report(job, infos)
+        write_json(storage.join(layout.curate_dir, "worldwide.json"), report)
+        stats.count("expected_selected", round(report["expected_selected"]))
+        stats.count(
+            "languages_selected", sum(1 for v in report["languages"].values() if v["after"])
+        )
     stats.seconds = time.perf_counter() - started
     stats.count("query_entries", len(entries))
     stats.count("entries_matched", int(np.count_nonzero(selected)))

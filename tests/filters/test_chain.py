@@ -30,7 +30,7 @@ def test_text_side_chain(alt_texts: list[str], vocab_queries: list[str]) -> None
     stats = StageStats("curate")
     out = list(tally(balance(english, counts, config.balance_threshold, seed=0), stats))
 
-    assert [p.caption for p in out] == [p.caption for p in pairs]  # every pair, in order
+    assert [p.uid for p in out] == [p.uid for p in pairs]  # every pair, in order
     assert stats.seen == 310 and stats.kept + sum(stats.dropped.values()) == 310
     stages = {reason.split(":")[0] for reason in stats.dropped}
     assert stages == {"text", "dedup", "match", "language", "balance"}

@@ -1,23 +1,25 @@
 from __future__ import annotations
 
 import os
-import time
+import random
 from collections import defaultdict
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
+from bench.matching import MetaclipMatcher
+from filters import matching
 from filters.matching import (
     QueryMatcher,
     cached_matcher,
     match_captions,
     match_pairs,
-    matching_throughput,
     naive_matches,
     spaced_captions,
     spacing,
 )
+from filters.queries import load_queries, shipped_list
 from pipeline.record import Pair
 
 ENTRIES = [
@@ -140,16 +142,69 @@ def test_equals_naive_on_real_alt_texts(alt_texts: list[str], vocab_queries: lis
     assert sum(len(entries) > 1 and " " in "".join(entries) for entries in found) > 100
 
 
-def test_throughput_against_naive(alt_texts: list[str], vocab_queries: list[str]) -> None:
-    matcher = QueryMatcher(vocab_queries)
-    fast = matching_throughput(alt_texts, matcher)
-    sample = alt_texts[:30]
-    start = time.perf_counter()
-    for text in sample:
-        naive_matches(text, vocab_queries)
-    naive = len(sample) / (time.perf_counter() - start)
-    print(f"{len(vocab_queries)} entries: match_captions {fast:,.0f} texts/s, naive {naive:,.1f}")
-    assert fast > 100 * naive
+def test_equals_metaclip_on_real_alt_texts_with_the_shipped_list(alt_texts: list[str]) -> None:
+    entries = load_queries(shipped_list())
+    ours = QueryMatcher(entries)
+    theirs = MetaclipMatcher(entries)
+    found = match_captions(pa.array(alt_texts), ours).to_pylist()
+    assert found == [theirs.matches(text) for text in alt_texts]
+    assert sum(map(len, found)) > 20_000  # a full list finds plenty
+    assert any(" " in entry for entries_found in found for entry in entries_found)
+    batches = [alt_texts[i : i + 777] for i in range(0, len(alt_texts), 777)]
+    chunked = pa.chunked_array([pa.array(batch) for batch in batches])
+    assert match_captions(chunked, ours).to_pylist() == found
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        [" dog", "dog ", "hot  dog", "a", " ", "dog"],  # spaces MetaCLIP pads around as given
+        ["dog", "dog days", "dog days of", "dog days of summer", "days"],
+        ["é", "café", "naïve café", "日本", "日本 語"],
+    ],
+)
+def test_entries_with_odd_spacing_match_like_metaclip(entries: list[str]) -> None:
+    texts = [
+        "dog", " dog", "dog ", "hot  dog", "hot dog", "a  dog  a", "  ", "", "a",
+        "the dog days of summer.", "dog days, of summer", "café", "naïve café!", "日本 語",
+        "dog\tdays", "dogdays", "a dog", "dog a",
+    ]  # fmt: skip
+    matcher = QueryMatcher(entries)
+    reference = MetaclipMatcher(sorted({e for e in entries if e}))
+    for text in texts:
+        assert matcher.matches(text) == reference.matches(text) == naive_matches(text, entries)
+
+
+def test_a_hash_collision_is_no_match(monkeypatch: pytest.MonkeyPatch) -> None:
+    # With base 1 a long span's key is the sum of its 8-byte words: the two halves of an
+    # entry swapped key alike, and only the byte comparison tells them apart. Spans of up
+    # to 7 bytes are their own keys: "god" never keys like "dog".
+    monkeypatch.setattr(matching, "HASH_BASES", (1,))
+    matcher = QueryMatcher(["abcdefghijklmnop", "dog"])
+    assert matcher.matches("ijklmnopabcdefgh abcdefghijklmnop, god") == ["abcdefghijklmnop"]
+    assert matcher.matches("ijklmnopabcdefgh god") == []
+    assert QueryMatcher(["dog", "god"]).matches("dog") == ["dog"]
+    with pytest.raises(ValueError, match="collide"):
+        QueryMatcher(["abcdefghijklmnop", "ijklmnopabcdefgh"])  # no base keys them apart
+
+
+def test_random_texts_and_entries_match_like_the_loop() -> None:
+    rng = random.Random(7)
+    pieces = ["a", "ab", "abcdefgh", "abcdefghi", "ü", "日本", " ", "  ", ",", ".", "\t", "x!"]
+    entries = ["".join(rng.choices(pieces, k=rng.randint(1, 4))).strip() for _ in range(300)]
+    texts = ["".join(rng.choices(pieces, k=rng.randint(0, 12))) for _ in range(400)]
+    matcher = QueryMatcher(entries)
+    found = match_captions(pa.array(texts), matcher).to_pylist()
+    assert found == [naive_matches(text, entries) for text in texts]
+    assert sum(map(len, found)) > 400 and any(len(e) > 7 for f in found for e in f)
+
+
+def test_word_runs_never_cross_captions() -> None:
+    matcher = QueryMatcher(["new york", "york city"])
+    found = match_captions(
+        pa.array(["new", "york", "city", "new york", None, "york city"]), matcher
+    )
+    assert found.to_pylist() == [[], [], [], ["new york"], [], ["york city"]]
 
 
 def write_list(path: Path, entries: list[str], mtime_ns: int) -> None:
