@@ -12,8 +12,9 @@ is checked against the pixel limit, and against the file's length, before any pi
 decoded, so a bomb never allocates. A JPEG at least twice the target size is decoded at a
 reduced DCT scale (`Image.draft`: 1/2, 1/4 or 1/8); img2dataset decodes every pixel. Resize
 modes follow img2dataset: `keep_ratio` brings the smallest side to `image_size`,
-`center_crop` does that then crops the centre square, `border` fits the longest side and
-pads with white to a square, `no` keeps the size; `resize_only_if_bigger` never enlarges.
+`center_crop` does that then crops the centre square, `keep_ratio_largest` brings the
+largest side to `image_size`, `border` does that and pads with white to a square, `no`
+keeps the size; `resize_only_if_bigger` never enlarges.
 Downscaling is antialiased (Pillow's BILINEAR, a triangle scaled to the reduction),
 upscaling is LANCZOS.
 
@@ -142,8 +143,10 @@ def process_image(
     """
     image, original_size = decode_image(data, config, draft, max_pixels_per_byte)
     try:
-        phash = compute_phash(image)
-        resized = resize_image(image, config, original_size)
+        scaled = scale_image(image, config, original_size)
+        # pHash of the whole picture (before any crop or pad) at the smaller of the sizes
+        phash = compute_phash(scaled if scaled.width < image.width else image)
+        resized = crop_or_pad(scaled, config, original_size)
         encoded = encode_image(resized, config.encode_format, config.encode_quality)
     except ImageProcessError:
         raise
@@ -174,14 +177,32 @@ def process_or_fail(data: bytes, config: ShardsConfig) -> tuple[ProcessedImage |
 
 
 def compute_phash(image: Image.Image) -> int:
-    """imagehash.phash of the image, box-reduced first to no less than PHASH_INPUT_SIDE.
+    """imagehash.phash of the image: greyscale, box-reduced to no less than
+    PHASH_INPUT_SIDE, a 32x32 LANCZOS thumbnail, its 8x8 lowest DCT-II frequencies (as
+    `scipy.fftpack.dct` along each axis, here one small matrix product) above their median.
 
-    The hash is taken from a 32x32 LANCZOS thumbnail, so the box reduction leaves it
-    unchanged or a bit or two away, at a fraction of the cost on large images.
+    The box reduction leaves the hash unchanged or a bit or two away from imagehash's on
+    the full image, at a fraction of the cost on large images.
     """
-    factor = min(image.size) // PHASH_INPUT_SIDE
-    small = image.reduce(factor) if factor > 1 else image
-    return phash_to_int(imagehash.phash(small))
+    grey = image.convert("L")
+    factor = min(grey.size) // PHASH_INPUT_SIDE
+    small = grey.reduce(factor) if factor > 1 else grey
+    thumbnail = small.resize((PHASH_THUMBNAIL, PHASH_THUMBNAIL), Image.Resampling.LANCZOS)
+    pixels = np.asarray(thumbnail, dtype=np.float64)
+    low = PHASH_DCT @ pixels @ PHASH_DCT.T
+    bits = (low > np.median(low)).flatten()
+    return int.from_bytes(np.packbits(bits).tobytes(), "big")
+
+
+def _dct_rows(size: int, rows: int) -> np.ndarray:
+    """The first `rows` rows of the unnormalised DCT-II matrix (scipy.fftpack's)."""
+    k = np.arange(rows)[:, None]
+    n = np.arange(size)[None, :]
+    return 2.0 * np.cos(np.pi * k * (2 * n + 1) / (2 * size))
+
+
+PHASH_THUMBNAIL = 32
+PHASH_DCT = _dct_rows(PHASH_THUMBNAIL, 8)
 
 
 def phash_to_int(value: imagehash.ImageHash) -> int:
@@ -296,7 +317,7 @@ def _pixels_to_rgb(image: Image.Image) -> Image.Image:
     """RGB from the pixel values alone (no colour management)."""
     mode = image.mode
     if "transparency" in image.info and mode in ("P", "RGB", "L", "1"):
-        return _over_white(image.convert("RGBA"))  # a colour key (tRNS) or a palette alpha
+        return _over_white(_with_key_alpha(image))  # a colour key (tRNS) or a palette alpha
     if mode == "P":
         return image.convert("RGB")
     if mode in ALPHA_MODES:
@@ -331,6 +352,21 @@ def _srgb_transform(icc: bytes, mode: str) -> ImageCms.ImageCmsTransform | None:
         return None
 
 
+def _with_key_alpha(image: Image.Image) -> Image.Image:
+    """RGBA of an image with a colour key. A 16-bit RGB PNG is decoded to its high bytes
+    while its key stays 16-bit; a key with a component over 255 is compared at that depth
+    (its high bytes), instead of matching nothing and leaving the key colour visible."""
+    key = image.info.get("transparency")
+    if image.mode == "RGB" and isinstance(key, tuple) and max(key, default=0) > 255:
+        high = tuple(int(v) >> 8 for v in key)
+        rgba = image.convert("RGBA")
+        pixels = np.asarray(image)
+        alpha = np.where(np.all(pixels == np.array(high, np.uint8), axis=-1), 0, 255)
+        rgba.putalpha(Image.fromarray(alpha.astype(np.uint8), mode="L"))
+        return rgba
+    return image.convert("RGBA")
+
+
 def _over_white(rgba: Image.Image) -> Image.Image:
     canvas = Image.new("RGB", rgba.size, WHITE)
     canvas.paste(rgba, mask=rgba.getchannel("A"))
@@ -339,11 +375,16 @@ def _over_white(rgba: Image.Image) -> Image.Image:
 
 def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
     """Integer images are taken as 16-bit (65535 is white, 257 levels per 8-bit step)
-    whatever their own maximum; floats are clipped to 0..255."""
-    pixels = np.asarray(image, dtype=np.float64)
+    whatever their own maximum; floats are clipped to 0..255. A colour key (the 16-bit
+    grey value of a `tRNS` chunk) is compared at full depth and shown white."""
+    values = np.asarray(image)
+    pixels = values.astype(np.float64)
     if image.mode != "F":
         pixels = pixels / 257.0
     grey = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+    key = image.info.get("transparency")
+    if image.mode != "F" and isinstance(key, int) and not isinstance(key, bool):
+        grey[values == key] = 255
     return Image.fromarray(grey, mode="L").convert("RGB")
 
 
@@ -367,7 +408,7 @@ def should_resize(size: tuple[int, int], config: ShardsConfig) -> bool:
     side = config.image_size
     if config.resize_mode in ("keep_ratio", "center_crop"):
         return not config.resize_only_if_bigger or min(size) > side
-    if config.resize_mode == "border":
+    if config.resize_mode in ("border", "keep_ratio_largest"):
         return not config.resize_only_if_bigger or max(size) > side
     return False
 
@@ -377,7 +418,7 @@ def target_size(size: tuple[int, int], config: ShardsConfig) -> tuple[int, int]:
     if not should_resize(size, config):
         return size
     width, height = size
-    reference = max(size) if config.resize_mode == "border" else min(size)
+    reference = max(size) if config.resize_mode in ("border", "keep_ratio_largest") else min(size)
     scale = config.image_size / reference
     return (max(1, round(width * scale)), max(1, round(height * scale)))
 
@@ -391,12 +432,22 @@ def resize_image(
     draft-decoded image comes out exactly as large as a fully decoded one.
     """
     original = original or image.size
+    return crop_or_pad(scale_image(image, config, original), config, original)
+
+
+def scale_image(image: Image.Image, config: ShardsConfig, original: tuple[int, int]) -> Image.Image:
+    """The image at `target_size(original)`, antialiased down or LANCZOS up."""
+    size = target_size(original, config)
+    if size == image.size:
+        return image
+    resample = DOWNSCALE if size[0] < image.width else UPSCALE
+    return image.resize(size, resample, reducing_gap=REDUCING_GAP)
+
+
+def crop_or_pad(image: Image.Image, config: ShardsConfig, original: tuple[int, int]) -> Image.Image:
+    """A scaled image cropped (center_crop) or padded (border) to the square."""
     if not should_resize(original, config):
         return image
-    size = target_size(original, config)
-    if size != image.size:
-        resample = DOWNSCALE if size[0] < image.width else UPSCALE
-        image = image.resize(size, resample, reducing_gap=REDUCING_GAP)
     if config.resize_mode == "center_crop":
         return center_crop(image, config.image_size)
     if config.resize_mode == "border":

@@ -10,6 +10,7 @@ completed shards only.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -20,7 +21,7 @@ from pipeline import storage
 from pipeline.io import is_done, read_json, write_json
 
 SHARD_DIGITS = 5
-INDEX_DIGITS = 4  # img2dataset: digits of samples_per_shard - 1; 4 covers up to 10,000
+INDEX_DIGITS = 4  # of img2dataset's default 10,000 samples per shard
 SIZES_FILE = "sizes.json"
 MANIFEST_FILE = "manifest.json"
 _MARKER = re.compile(rf"^(\d{{{SHARD_DIGITS},}})\.done$")
@@ -46,8 +47,16 @@ def stats_path(folder: str | Path, shard_id: int) -> str:
 
 
 def index_digits(samples_per_shard: int) -> int:
-    """Digits of the in-shard index in a key, as img2dataset: enough for the last index."""
-    return max(INDEX_DIGITS, len(str(max(samples_per_shard - 1, 0))))
+    """Digits of the in-shard index in a key, img2dataset's ceil(log10(samples_per_shard)):
+    3 for 1,000, 4 for 10,000, 5 for 10,001."""
+    if samples_per_shard <= 0:
+        raise ValueError(f"samples_per_shard must be positive, got {samples_per_shard}")
+    return math.ceil(math.log10(samples_per_shard))
+
+
+def sample_key(shard_id: int, index: int, digits: int) -> str:
+    """img2dataset's key: 10^digits x shard + index, zero-padded to digits + 5."""
+    return f"{10**digits * shard_id + index:0{digits + SHARD_DIGITS}d}"
 
 
 def plan_shards(uids: Iterable[str], samples_per_shard: int) -> list[list[str]]:

@@ -7,7 +7,8 @@
 Every pair becomes a row of `00003.parquet` (in `PAIR_SCHEMA`, with `key` and `shard`
 set); a pair that has an image and no drop reason also becomes a sample of `00003.tar`:
 `{key}.jpg` (or png/webp), `{key}.txt` (the caption) and `{key}.json` (its metadata). Keys
-are `{shard:05d}{index:04d}` where the index counts every row, as in img2dataset.
+are img2dataset's: the shard then the row's index in it (every row counts), the index
+with ceil(log10(samples_per_shard)) digits (`00003042` at 1,000 samples per shard).
 
 On a clean exit the tar and the parquet are renamed into place, then `00003_stats.json` is
 written, then the marker `00003.done` last. On an exception nothing final is left: the
@@ -48,6 +49,7 @@ from shards.layout import (
     INDEX_DIGITS,
     index_digits,
     parquet_path,
+    sample_key,
     shard_name,
     stats_path,
     tar_path,
@@ -77,10 +79,16 @@ JSON_FIELDS = (
 
 
 def sample_json(pair: Pair) -> str:
-    """The `.json` member of a sample: JSON_FIELDS of the pair, pHash as a decimal string."""
+    """The `.json` member of a sample: JSON_FIELDS of the pair, pHash as 16 hex digits
+    (`str` of an `imagehash.ImageHash`, read back by `imagehash.hex_to_hash`)."""
     meta = {name: getattr(pair, name) for name in JSON_FIELDS}
-    meta["phash"] = None if pair.phash is None else str(pair.phash)
+    meta["phash"] = phash_hex(pair.phash)
     return json.dumps(meta, indent=4, ensure_ascii=False)
+
+
+def phash_hex(phash: int | None) -> str | None:
+    """A 64-bit pHash as imagehash writes it: 16 hex digits, first bit most significant."""
+    return None if phash is None else f"{phash:016x}"
 
 
 class ShardWriter:
@@ -183,7 +191,7 @@ class ShardWriter:
         index = len(self.rows)
         if index >= 10**self.index_digits:
             raise ValueError(f"shard {self.name} is full: {index} rows need more key digits")
-        return f"{self.name}{index:0{self.index_digits}d}"
+        return sample_key(self.shard_id, index, self.index_digits)
 
     def _write_sample(self, row: Pair, image: ProcessedImage) -> None:
         if image.format != self.encode_format:

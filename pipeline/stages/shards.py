@@ -33,8 +33,9 @@ import logging
 import math
 import tarfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -66,7 +67,9 @@ from pipeline.progress import Progress
 from pipeline.record import (
     PAIR_SCHEMA,
     STATUS_CANDIDATE,
+    STATUS_FAILED_DECODE,
     STATUS_FAILED_DOWNLOAD,
+    STATUS_FAILED_RESIZE,
     STATUS_SUCCESS,
     Pair,
     pairs_to_table,
@@ -100,6 +103,12 @@ BAND_SCHEMA = pa.schema(
     [("band", pa.int64()), ("value", pa.uint64()), ("uid", pa.string()), ("shard", pa.int32()),
      ("generation", pa.int8()), ("phash", pa.uint64())]
 )  # fmt: skip
+STATUS_DUPLICATE = "duplicate"  # dropped as an exact or near duplicate of a kept image
+RULE_MESSAGES = {  # img2dataset's error_message where it has the same rule
+    "image:too_small": "image too small",
+    "image:aspect": "aspect ratio too large",
+    "image:too_few_bytes": "image too few bytes",
+}
 DECISION_SCHEMA = pa.schema([("uid", pa.string()), ("shard", pa.int32()), ("reason", pa.string())])
 # What a worker needs, imported once by the fork server rather than by every worker
 # (imagehash imports scipy.fftpack on its first hash).
@@ -214,36 +223,118 @@ def processed(
     image, status, error = outcome
     if image is None:
         return dataclasses.replace(pair, status=status, error_message=error), None
-    return image_rules(image.annotate(pair), config), image.data
+    return dropped_after_download(image_rules(image.annotate(pair), config)), image.data
+
+
+def dropped_after_download(pair: Pair) -> Pair:
+    """`pair`, whose image was downloaded, with a status that says why it is not in a
+    shard when a rule dropped it: `success` means the sample is in a tar.
+
+    Image rules give img2dataset's `failed_to_resize` (its own size and aspect rules do),
+    with img2dataset's message; exact and near duplicates, which img2dataset does not
+    look for, are `duplicate`. The reason stays in `drop_reason`."""
+    reason = pair.drop_reason
+    if reason is None or pair.status != STATUS_SUCCESS:
+        return pair
+    if reason.startswith("image:"):
+        message = RULE_MESSAGES.get(reason, reason)
+        return dataclasses.replace(pair, status=STATUS_FAILED_RESIZE, error_message=message)
+    return dataclasses.replace(pair, status=STATUS_DUPLICATE, error_message=reason)
+
+
+def process_pair(
+    index: int, pair: Pair, data: bytes, config: ShardsConfig
+) -> tuple[Pair, bytes | None]:
+    """Decode, resize, encode and hash one downloaded image, then apply the image rules."""
+    return processed(pair, process_or_fail(data, config), config)
 
 
 async def fetch_and_process(
     pairs: list[Pair], config: ShardsConfig, stats: StageStats
 ) -> list[tuple[Pair, bytes | None]]:
     """Download every pair's image while `config.threads` threads process the bytes."""
+    return await fetch_and_handle(
+        pairs, config, stats, functools.partial(process_pair, config=config)
+    )
+
+
+R = TypeVar("R")
+
+
+async def fetch_and_handle(
+    pairs: list[Pair],
+    config: ShardsConfig,
+    stats: StageStats,
+    handle: Callable[[int, Pair, bytes], tuple[Pair, R | None]],
+) -> list[tuple[Pair, R | None]]:
+    """Download every pair's image while `config.threads` threads `handle` (position in
+    `pairs`, pair, bytes); a
+    pair that failed to download comes back with None. Every pair comes back once: when
+    nothing finishes for `config.stall_seconds` (the watchdog), the rest come back as
+    failed_to_download, stalled."""
     loop = asyncio.get_running_loop()
     slots = asyncio.Semaphore(4 * config.threads)  # bytes waiting for a thread, bounded
-    results: list[tuple[Pair, bytes | None]] = []
+    results: dict[int, tuple[Pair, R | None]] = {}
     running: set[asyncio.Task[None]] = set()
-    with concurrent.futures.ThreadPoolExecutor(config.threads, "process-image") as threads:
+    # Each pair is tagged with its position (in `key`, restored on the way out).
+    tagged = [dataclasses.replace(pair, key=str(index)) for index, pair in enumerate(pairs)]
+    threads = concurrent.futures.ThreadPoolExecutor(config.threads, "process-image")
+    stalled = False
 
-        async def process(pair: Pair, data: bytes) -> None:
+    async def process(index: int, pair: Pair, data: bytes) -> None:
+        try:
+            results[index] = await loop.run_in_executor(threads, handle, index, pair, data)
+        finally:
+            slots.release()
+
+    downloads = fetch_images(tagged, config, stats).__aiter__()
+    try:
+        while True:
             try:
-                outcome = await loop.run_in_executor(threads, process_or_fail, data, config)
-            finally:
-                slots.release()
-            results.append(processed(pair, outcome, config))
-
-        async for pair, data in fetch_images(pairs, config, stats):
+                pair, data = await asyncio.wait_for(anext(downloads), config.stall_seconds or None)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                stalled = True
+                break
+            index = int(pair.key or 0)
             if data is None or pair.status != STATUS_SUCCESS:
-                results.append((pair, None))
+                results[index] = (pair, None)
                 continue
-            await slots.acquire()
-            task = asyncio.create_task(process(pair, data))
+            try:
+                await asyncio.wait_for(slots.acquire(), config.stall_seconds or None)
+            except TimeoutError:  # the threads are stuck
+                stalled = True
+                break
+            task = asyncio.create_task(process(index, pair, data))
             running.add(task)
             task.add_done_callback(running.discard)
-        await asyncio.gather(*running)
-    return results
+        if running:
+            _, late = await asyncio.wait(running, timeout=config.stall_seconds or None)
+            stalled = stalled or bool(late)
+    finally:
+        close = getattr(downloads, "aclose", None)  # an async generator's
+        if close is not None:
+            await close()
+        threads.shutdown(wait=not stalled, cancel_futures=True)
+    if stalled:
+        stats.drop("stalled", len(pairs) - len(results))
+        log.warning("watchdog: no image finished for %g s; %d of %d rows failed as stalled",
+                    config.stall_seconds, len(pairs) - len(results), len(pairs))  # fmt: skip
+    return [restored(pairs[i], results.get(i), config.stall_seconds) for i in range(len(pairs))]
+
+
+def restored(
+    original: Pair, result: tuple[Pair, R | None] | None, stall_seconds: float
+) -> tuple[Pair, R | None]:
+    """A pair's outcome with its key as it came in; a pair the watchdog gave up on fails."""
+    if result is None:
+        message = f"stalled: no image finished for {stall_seconds:g} s"
+        return dataclasses.replace(
+            original, status=STATUS_FAILED_DOWNLOAD, error_message=message
+        ), None
+    pair, value = result
+    return dataclasses.replace(pair, key=original.key), value
 
 
 def staged_table(results: list[tuple[Pair, bytes | None]]) -> pa.Table:
@@ -448,7 +539,7 @@ def write_part_shard(job: ShardsJob, shard: int, decisions: pa.Table) -> dict[st
     samples = []
     for pair, data in zip(table_to_pairs(table.drop([IMAGE_COLUMN])), images, strict=True):
         if pair.uid in drops:
-            pair = pair.dropped(drops[pair.uid])
+            pair = dropped_after_download(pair.dropped(drops[pair.uid]))
         image = stored_image(pair, data, job.config.encode_format) if pair.kept and data else None
         samples.append((pair, image))
     cfg = job.config
@@ -507,6 +598,57 @@ def shards_stats(infos: list[dict[str, Any]]) -> StageStats:
     return stats
 
 
+# What to do when most rows fail for one reason (the keys of `failure_reasons`).
+FIXES = {
+    "private_address": "the URLs reach private or loopback addresses, which the network "
+    "policy refuses: allow them with --set \"net.allow_private=['HOST:PORT']\" (a host, "
+    "host:port or CIDR)",
+    "timeout": "the servers did not answer in time: raise the timeout (shards.timeout, "
+    "--timeout) or lower the concurrency",
+    "connection_error": "the hosts could not be reached from here: check the URLs and the network",
+    "invalid_url": "the url column does not hold http(s) URLs: check the column and the format",
+    "not_image": "the servers answer with something other than images: check the URLs",
+    "opted_out": "the servers opt out with X-Robots-Tag (noai, noindex...)",
+    "too_large": "the images are over shards.max_image_bytes",
+    "stalled": "nothing finished for shards.stall_seconds (the watchdog): check the servers",
+    STATUS_FAILED_DECODE: "the downloaded files are not images that can be decoded",
+    "hash mismatch": "the downloaded files do not match the hashes of the input",
+    "image:too_small": "the images are smaller than the minimum side "
+    "(shards.min_image_side, --min_image_size)",
+    "image:aspect": "the images are too elongated (shards.max_aspect_ratio, --max_aspect_ratio)",
+    "image:too_few_bytes": "the images are smaller than shards.min_image_bytes",
+}
+HTTP_FIX = "the servers refuse the URLs: check them"
+# Row statuses whose finer reason the downloader counts (as download:<reason>).
+DETAILED_STATUSES = frozenset({STATUS_FAILED_DOWNLOAD, "opted_out"})
+
+
+def failure_reasons(stats: StageStats) -> dict[str, int]:
+    """Rows not in a shard by reason: the downloader's reasons (timeout, http_404...) in
+    place of failed_to_download, then decode failures, image rules and duplicates."""
+    reasons = {name: n for name, n in stats.dropped.items() if name not in DETAILED_STATUSES}
+    for name, n in stats.counts.items():
+        if name.startswith("download:"):
+            reasons[name.removeprefix("download:")] = n
+    return reasons
+
+
+def failure_summary(seen: int, kept: int, reasons: dict[str, int]) -> str | None:
+    """A line naming the reason and its fix when no row, or fewer than half of them,
+    reached a shard and one reason accounts for at least half the rows; else None."""
+    if seen == 0 or not reasons or (kept > 0 and 2 * kept >= seen):
+        return None
+    reason, count = max(reasons.items(), key=lambda item: (item[1], item[0]))
+    if 2 * count < seen:
+        if kept > 0:
+            return None
+        top = sorted(reasons.items(), key=lambda item: (-item[1], item[0]))[:3]
+        return f"no reason dominates: {', '.join(f'{n} {name}' for name, n in top)}"
+    fix = FIXES.get(reason) or (HTTP_FIX if reason.startswith("http_") else None)
+    line = f"{count} of {seen} rows failed with {reason}"
+    return f"{line}: {fix}" if fix else line
+
+
 def stage_executor(config: PipelineConfig) -> Executor:
     return make_executor(
         config.executor.kind, config.executor.workers, config.executor.ray_address,
@@ -540,9 +682,19 @@ def run_shards(config: PipelineConfig, quiet: bool = False) -> StageStats:
     write_manifest(layout.shards_dir)
     stats.seconds = time.perf_counter() - started
     stats.count("shards", plan.shards)
-    if stats.kept == 0:
-        log.warning("shards: no sample reached a shard: see the reasons in shards_stats.json")
     stats.save(layout.stats_file("shards"))
+    summary = failure_summary(stats.seen, stats.kept, failure_reasons(stats))
+    if stats.kept == 0:
+        # Not marked done, staging removed: a rerun with the fix fetches everything again.
+        storage.remove_tree(layout.images_dir)
+        storage.remove_tree(layout.shards_work)
+        raise PipelineError(
+            f"shards: no sample reached a shard: {summary or 'no row was fetched'}; "
+            f"counts by reason in "
+            f"{layout.stats_file('shards')}"
+        )
+    if summary is not None:
+        log.warning("shards: %s", summary)
     save_config(config, storage.join(layout.shards_dir, "config.toml"))
     mark_done(layout.shards_dir, "shards", {"shards": plan.shards, "samples": stats.kept})
     storage.remove_tree(layout.images_dir)
@@ -617,7 +769,7 @@ def rewrite_shard(job: ShardsJob, shard: int, decisions: pa.Table) -> dict[str, 
     for old in read_pairs(parquet_path(folder, shard)):
         pair, data = retried.get(old.uid, (old, images.get(old.key or "")))
         if pair.uid in drops:
-            pair = pair.dropped(drops[pair.uid])
+            pair = dropped_after_download(pair.dropped(drops[pair.uid]))
         samples.append((pair, stored_image(pair, data, fmt) if pair.kept and data else None))
     rows = write_shard(folder, shard, samples, fmt, job.config.samples_per_shard)
     recovered = sum(1 for row in rows if row.uid in retried and row.kept)

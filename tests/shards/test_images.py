@@ -6,7 +6,6 @@ import hashlib
 import io
 import json
 import struct
-import time
 import zlib
 from itertools import combinations
 from pathlib import Path
@@ -23,6 +22,7 @@ from shards.images import (
     ImageResizeError,
     check_declared_size,
     compute_phash,
+    decode_image,
     phash_to_int,
     process_image,
     process_or_fail,
@@ -331,10 +331,9 @@ def _png_declaring(width: int, height: int) -> bytes:
 @pytest.mark.parametrize("size", [(60_000, 60_000), (9_000, 9_000), (3, 40_000_000)])
 def test_bombs_are_refused_before_decoding(size: tuple[int, int]):
     data = _png_declaring(*size)
-    start = time.perf_counter()
     with pytest.raises(ImageDecodeError) as info:
         process_image(data, ShardsConfig())
-    assert time.perf_counter() - start < 0.2  # 81M+ pixels would take far longer to allocate
+    # refused on the declared size, before any pixel is allocated or decoded
     assert info.value.reason in ("decompression bomb", "implausible size")
 
 
@@ -390,13 +389,11 @@ def test_pillow_bad_input_corpus(shared_data: Path):
     config = ShardsConfig()
     for name, outcome in sorted(probe.items()):
         data = (shared_data / BAD_DIR / name).read_bytes()
-        start = time.perf_counter()
         try:
             result = process_image(data, config)
         except (ImageDecodeError, ImageResizeError) as exc:
             result = None
             error = exc
-        assert time.perf_counter() - start < 1.0, name
         if outcome.startswith("OK"):
             assert result is not None, f"{name}: {error}"
             assert decoded(result.data).size == (result.width, result.height)
@@ -478,41 +475,34 @@ def test_annotate_fills_the_pair():
     assert pair.phash == result.phash and pair.sha256 == result.sha256
 
 
-# ---------------------------------------------------------------- speed
+# ---------------------------------------------------------------- draft decoding
 
 
-def _best_of(runs: int, call) -> float:  # type: ignore[no-untyped-def]
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def test_draft_decode_is_faster_and_gives_the_same_size():
+def test_draft_decode_reads_fewer_pixels_and_gives_the_same_size():
     data = photo_jpeg(3000, 2000, seed=12, quality=92)
     config = ShardsConfig(image_size=256)
+    drafted, original = decode_image(data, config)
+    full, _ = decode_image(data, config, draft=False)
+    assert original == full.size == (3000, 2000)
+    assert drafted.size == (750, 500)  # DCT-scaled by 1/4: the last scale >= the 384x256 target
     fast = process_image(data, config)
-    full = process_image(data, config, draft=False)
-    assert (fast.width, fast.height) == (full.width, full.height) == (384, 256)
+    slow = process_image(data, config, draft=False)
+    assert (fast.width, fast.height) == (slow.width, slow.height) == (384, 256)
     assert (fast.original_width, fast.original_height) == (3000, 2000)
-    assert _distance(fast.phash, full.phash) <= 3
+    assert _distance(fast.phash, slow.phash) <= 3
     a = np.asarray(decoded(fast.data), dtype=np.int16)
-    b = np.asarray(decoded(full.data), dtype=np.int16)
+    b = np.asarray(decoded(slow.data), dtype=np.int16)
     assert np.abs(a - b).mean() < 6  # the same picture
-    drafted = _best_of(3, lambda: process_image(data, config))
-    undrafted = _best_of(3, lambda: process_image(data, config, draft=False))
-    print(f"3000x2000 -> 256: draft {drafted * 1000:.0f} ms, full {undrafted * 1000:.0f} ms")
-    assert drafted * 1.5 < undrafted
 
 
-def test_throughput_on_photo_like_jpegs(photos_640x480: list[bytes]):
+def test_photo_like_jpegs_come_out_at_the_keep_ratio_size(photos_640x480: list[bytes]):
     config = ShardsConfig(image_size=256, resize_mode="keep_ratio")
-    process_image(photos_640x480[0], config)  # warm up imports
-    start = time.perf_counter()
     for data in photos_640x480:
-        assert process_image(data, config).width == 341
-    rate = len(photos_640x480) / (time.perf_counter() - start)
-    print(f"process_image 640x480 -> 256 keep_ratio: {rate:.0f} images/s on one core")
-    assert rate > 20  # a loose floor: the machine running tests may be busy
+        image = process_image(data, config)
+        assert (image.width, image.height, image.original_width) == (341, 256, 640)
+
+
+def test_keep_ratio_largest_brings_the_largest_side_to_the_size():
+    config = ShardsConfig(image_size=256, resize_mode="keep_ratio_largest")
+    image = process_image(photo_jpeg(640, 480, seed=3), config)
+    assert (image.width, image.height) == (256, 192)

@@ -45,7 +45,8 @@ def test_plan_is_sorted_chunked_and_order_free():
 def test_names_and_digits():
     assert shard_name(42) == "00042"
     assert shard_name(123456) == "123456"
-    assert index_digits(1000) == 4 and index_digits(10_000) == 4 and index_digits(10_001) == 5
+    assert index_digits(1000) == 3 and index_digits(10_000) == 4 and index_digits(10_001) == 5
+    assert index_digits(1) == 0 and index_digits(999) == 3 and index_digits(1001) == 4
     with pytest.raises(ValueError):
         shard_name(-1)
 

@@ -8,6 +8,7 @@ import multiprocessing
 import tarfile
 from pathlib import Path
 
+import imagehash
 import pytest
 import webdataset as wds
 from PIL import Image
@@ -111,7 +112,11 @@ def test_shard_reads_with_webdataset(tmp_path: Path):
         assert meta["url"] == pair.url and meta["status"] == STATUS_SUCCESS
         assert sample["jpg"].size == (meta["width"], meta["height"])
         assert meta["height"] == 64 and meta["original_height"] == 90
-        assert int(meta["phash"]) >= 0 and len(meta["sha256"]) == 64
+        assert len(meta["phash"]) == 16 and len(meta["sha256"]) == 64
+        assert str(imagehash.hex_to_hash(meta["phash"])) == meta["phash"]
+        assert int(meta["phash"], 16) == next(
+            i.phash for p, i in inputs if p.url == meta["url"] and i
+        )
         assert meta["matched"] == ["photo"] and meta["language"] == "en"
 
 
