@@ -18,7 +18,14 @@ from typing import Any
 
 from pipeline import storage
 from pipeline.config import SandboxConfig
-from pipeline.io import clear_done, is_done, mark_done, read_json, write_json
+from pipeline.io import (
+    clear_done,
+    is_done,
+    mark_done,
+    read_json,
+    remove_stale_temporaries,
+    write_json,
+)
 from sandbox.concepts import Concept, all_concepts
 from sandbox.render import encode_jpeg, render_concept
 from sandbox.seeding import derive_random
@@ -45,6 +52,7 @@ def write_heldout(config: SandboxConfig, folder: str | Path) -> str:
     if complete and read_json(storage.join(root, f"{MARKER}.done")) == info:
         return manifest
     clear_done(root, MARKER)
+    remove_stale_temporaries(root)  # what a killed writer of this set left
     classes = [concept.name for concept in all_concepts()]
     samples: list[dict[str, Any]] = []
     for label, concept in enumerate(all_concepts()):

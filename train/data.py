@@ -35,6 +35,7 @@ import functools
 import hashlib
 import importlib
 import random
+import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import count, islice
@@ -47,8 +48,9 @@ from torch.utils.data import DataLoader, get_worker_info
 
 from pipeline import storage
 from pipeline.config import TrainConfig
+from pipeline.errors import PipelineError
 from pipeline.io import read_json
-from train.tokenizer import HashTokenizer
+from train.tokenizer import BpeTokenizer
 from train.transform import IMAGE_EXTENSIONS, decode_image
 
 Sample = dict[str, Any]
@@ -142,9 +144,9 @@ def batches_per_epoch(shards: list[str], config: TrainConfig, world_size: int) -
     samples = config.samples_per_epoch or count_shard_samples(shards)
     batches = samples // (world_size * config.batch_size)
     if batches < 1:
-        raise ValueError(
-            f"{samples} samples per epoch do not fill one global batch of "
-            f"{world_size} x {config.batch_size}"
+        raise PipelineError(
+            f"train: {samples} samples per epoch do not fill one global batch of "
+            f"{world_size} x {config.batch_size}: lower train.batch_size or shard more pairs"
         )
     return batches
 
@@ -229,7 +231,7 @@ def shuffle_samples(src: Iterator[Sample], bufsize: int, slot: StreamSlot) -> It
 
 
 def to_pair(
-    sample: Sample, tokenizer: HashTokenizer, image_size: int
+    sample: Sample, tokenizer: BpeTokenizer, image_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Stage 5: raw sample -> (normalised image tensor, token ids)."""
     ext = next((e for e in IMAGE_EXTENSIONS if e in sample), None)
@@ -253,13 +255,13 @@ def make_dataset(
     shards: list[str],
     config: TrainConfig,
     slot: StreamSlot,
+    tokenizer: BpeTokenizer,
     handler: Handler = wds.warn_and_continue,
 ) -> wds.DataPipeline:
     """The pipeline above for one rank and epoch, resuming after `slot.start_batch`."""
     if not shards:
         raise ValueError("no shards to read")
     total = batches_per_epoch(shards, config, slot.world_size)
-    tokenizer = HashTokenizer(config.vocab_size, config.context_length)
     decode = functools.partial(to_pair, tokenizer=tokenizer, image_size=config.image_size)
     return wds.DataPipeline(
         functools.partial(shard_stream, shards, slot),
@@ -274,20 +276,39 @@ def make_dataset(
 def make_loader(
     shards: list[str],
     config: TrainConfig,
-    rank: int,
-    world_size: int,
-    epoch: int,
-    *,
-    start_batch: int = 0,
+    tokenizer: BpeTokenizer,
+    slot: StreamSlot,
     handler: Handler = wds.warn_and_continue,
 ) -> DataLoader:
-    """Batches `(images [B,3,S,S], tokens [B,L])` of one epoch for rank `rank`.
+    """Batches `(images [B,3,S,S], tokens [B,L])` of one epoch for `slot`'s rank.
 
-    Yields `batches_per_epoch(shards, config, world_size) - start_batch` batches. The same
-    seed, epoch, rank and number of workers give the same batches in the same order, and a
-    loader made with `start_batch=k` yields exactly what the first one yields after `k`.
+    Yields `batches_per_epoch(shards, config, world_size) - slot.start_batch` batches. The
+    same seed, epoch, rank and number of workers give the same batches in the same order,
+    and a loader whose slot has `start_batch=k` yields exactly what the first one yields
+    after `k`.
     """
-    slot = StreamSlot(config.seed, epoch, rank, world_size, start_batch)
-    dataset = make_dataset(shards, config, slot, handler)
+    dataset = make_dataset(shards, config, slot, tokenizer, handler)
     pin = config.device.startswith("cuda")
     return DataLoader(dataset, batch_size=None, num_workers=config.workers, pin_memory=pin)
+
+
+# ---------------------------------------------------------------- captions for the tokenizer
+
+
+def read_captions(shards: list[str], limit: int) -> list[str]:
+    """The first `limit` captions (`.txt` members) of `shards`, in shard and member order.
+
+    Only the text members are read, so this is cheap beside decoding images; the order is
+    fixed, so the BPE vocabulary learned from them is the same on every run.
+    """
+    captions: list[str] = []
+    for shard in sorted(shards):
+        with storage.open_input(shard) as handle, tarfile.open(fileobj=handle, mode="r|") as tar:
+            for member in tar:
+                if not member.name.endswith(".txt") or not member.isfile():
+                    continue
+                data = tar.extractfile(member)
+                captions.append(data.read().decode("utf-8", "replace") if data else "")
+                if len(captions) >= limit:
+                    return captions
+    return captions

@@ -4,12 +4,18 @@ Zero-shot (CLIP section 3.1.2): each class is embedded as the mean of its normal
 prompt embeddings (`templates` filled with the class name), re-normalised; an image is
 assigned the class of highest cosine similarity. An eval folder holds `manifest.json`:
 `{"classes": [...], "templates": ["a photo of a {}.", ...],
-  "samples": [{"file": "images/00000.jpg", "label": 0}, ...]}`, files relative to it.
+  "samples": [{"file": "images/00000.jpg", "label": 0}, ...]}`, files relative to it; the
+templates can be replaced by the caller's (`train.templates`).
+
+Retrieval: the image and caption of each pair of held-out shards, embedded; recall@k of
+image->text is the share of images whose own caption is among the k most similar, and
+text->image the other way round.
 """
 
 from __future__ import annotations
 
 import io
+import tarfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +27,7 @@ from PIL import Image
 from pipeline import storage
 from pipeline.io import read_json
 from train.model import CLIP
-from train.tokenizer import HashTokenizer
+from train.tokenizer import BpeTokenizer
 from train.transform import image_to_tensor
 
 EVAL_BATCH = 256
@@ -47,7 +53,7 @@ def embed_images(
 
 
 @torch.no_grad()
-def embed_texts(model: CLIP, tokenizer: HashTokenizer, texts: Sequence[str]) -> torch.Tensor:
+def embed_texts(model: CLIP, tokenizer: BpeTokenizer, texts: Sequence[str]) -> torch.Tensor:
     """Normalised text features `[N, D]`."""
     device = model_device(model)
     chunks = [
@@ -60,12 +66,11 @@ def embed_texts(model: CLIP, tokenizer: HashTokenizer, texts: Sequence[str]) -> 
 def load_image(image: Image.Image | Path | str) -> Image.Image:
     if isinstance(image, Image.Image):
         return image
-    with Image.open(io.BytesIO(storage.read_bytes(image))) as opened:
-        return opened.convert("RGB")
+    return load_image_bytes(storage.read_bytes(image))
 
 
 def class_embeddings(
-    model: CLIP, tokenizer: HashTokenizer, classes: list[str], templates: list[str]
+    model: CLIP, tokenizer: BpeTokenizer, classes: list[str], templates: list[str]
 ) -> torch.Tensor:
     """`[C, D]`: per class, the re-normalised mean of its normalised prompt embeddings."""
     prompts = [template.format(name) for name in classes for template in templates]
@@ -82,15 +87,18 @@ def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:
 
 def zero_shot_accuracy(
     model: CLIP,
-    tokenizer: HashTokenizer,
+    tokenizer: BpeTokenizer,
     eval_dir: str | Path,
     image_size: int,
     device: str | torch.device = "cpu",
+    templates: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """`{"top1", "top5", "chance", "n"}` of zero-shot classification on `eval_dir`."""
+    """`{"top1", "top5", "chance", "n", "templates"}` of zero-shot classification on
+    `eval_dir`, with the given prompt templates (default: the manifest's)."""
     folder = storage.name(eval_dir)
     manifest = read_json(storage.join(folder, "manifest.json"))
-    classes, templates = list(manifest["classes"]), list(manifest["templates"])
+    classes = list(manifest["classes"])
+    templates = list(templates) or list(manifest["templates"])
     files = [storage.join(folder, s["file"]) for s in manifest["samples"]]
     labels = torch.tensor([int(s["label"]) for s in manifest["samples"]])
     was_training = model.training
@@ -105,12 +113,13 @@ def zero_shot_accuracy(
         "top5": topk_accuracy(logits, labels, 5),
         "chance": 1 / len(classes),
         "n": len(files),
+        "templates": len(templates),
     }
 
 
 def retrieval_recall(
     model: CLIP,
-    tokenizer: HashTokenizer,
+    tokenizer: BpeTokenizer,
     pairs: Sequence[tuple[Image.Image | Path | str, str]],
 ) -> dict[str, float]:
     """Image->text and text->image recall at 1 and 5; pair i's caption is image i's match."""
@@ -130,3 +139,29 @@ def retrieval_recall(
         "text_to_image_r5": topk_accuracy(similarity.T, labels, 5),
         "n": float(len(pairs)),
     }
+
+
+def read_shard_pairs(shards: Sequence[str], limit: int) -> list[tuple[Image.Image, str]]:
+    """Up to `limit` (image, caption) pairs of webdataset shards, in shard and key order."""
+    pairs: list[tuple[Image.Image, str]] = []
+    for shard in shards:
+        members: dict[str, dict[str, bytes]] = {}
+        with storage.open_input(shard) as handle, tarfile.open(fileobj=handle, mode="r|") as tar:
+            for member in tar:
+                data = tar.extractfile(member) if member.isfile() else None
+                key, _, ext = member.name.partition(".")
+                if data is not None:
+                    members.setdefault(key, {})[ext] = data.read()
+        for files in members.values():
+            image = next((files[e] for e in ("jpg", "jpeg", "png", "webp") if e in files), None)
+            if image is None or "txt" not in files:
+                continue
+            pairs.append((load_image_bytes(image), files["txt"].decode("utf-8", "replace")))
+            if len(pairs) >= limit:
+                return pairs
+    return pairs
+
+
+def load_image_bytes(data: bytes) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as opened:
+        return opened.convert("RGB")

@@ -12,8 +12,17 @@ same seed and budget give the same steps and the same model on any machine, howe
 (by default ten times a run). Rank 0 holds `out_dir/train.lock` while it trains, and under
 torchrun every rank exits once its launcher is gone (see `train.guard`).
 
-Files in `out_dir` (written by rank 0): `log.jsonl` (one line every `log_every` steps:
-step, epoch, loss, lr, logit scale, samples/s), `checkpoint.pt`, `results.json`.
+The tokenizer is learned first, by rank 0, from the captions of the shards (byte-level
+BPE, see `train.tokenizer`) and shared with the other ranks; it is saved as
+`tokenizer.json` and inside every checkpoint, so a resumed run reads the same ids.
+
+A step can run as `accum_steps` micro-batches whose loss and gradient are exactly the full
+batch's (`train.accumulate`); `precision = "bf16"` runs the towers under autocast, and
+`compile = true` wraps the model in `torch.compile`.
+
+Files in `out_dir` (written by rank 0): `tokenizer.json`, `log.jsonl` (one line every
+`log_every` steps: step, epoch, loss, lr, logit scale, samples/s, and the seconds per step
+spent waiting for data and computing), `checkpoint.pt`, `results.json`.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -36,19 +45,30 @@ from torch.nn.parallel import DistributedDataParallel
 
 from pipeline import storage
 from pipeline.config import TrainConfig
-from pipeline.io import atomic_path, write_json, write_text
-from train.data import batches_per_epoch, derive_seed, make_loader
-from train.evaluate import zero_shot_accuracy
+from pipeline.errors import PipelineError
+from pipeline.io import atomic_path, remove_stale_temporaries, write_json, write_text
+from train.accumulate import accumulated_backward, autocast
+from train.data import (
+    StreamSlot,
+    batches_per_epoch,
+    derive_seed,
+    make_loader,
+    read_captions,
+    resolve_shards,
+)
+from train.evaluate import read_shard_pairs, retrieval_recall, zero_shot_accuracy
 from train.guard import RunLock, exit_with_launcher
 from train.loss import ClipLoss
-from train.model import CLIP, LOGIT_SCALE_MAX
-from train.tokenizer import HashTokenizer
+from train.model import CLIP, LOGIT_SCALE_MAX, model_spec
+from train.tokenizer import BpeTokenizer, train_bpe
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 LOG_FILE = "log.jsonl"
 RESULTS = "results.json"
+TOKENIZER = "tokenizer.json"
+RETRIEVAL_PAIRS = 1000  # pairs of the held-out shards used for recall@k
 
 
 @dataclass
@@ -65,6 +85,8 @@ class TrainResult:
     stopped_early: bool  # max_seconds ran out before total_steps
     zero_shot: dict[str, Any] | None = None
     world_size: int = 1
+    data_wait_per_step: float = 0.0  # mean seconds a step waited for its batch
+    retrieval: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -145,10 +167,13 @@ def save_checkpoint(
     step: int,
     steps_per_epoch: int,
     config: TrainConfig,
+    tokenizer: BpeTokenizer,
 ) -> None:
     """Write the checkpoint atomically: a reader sees the old one or the new one, whole."""
     state = {
         "model": model.state_dict(),
+        "model_cfg": model.spec.open_clip_cfg(),
+        "tokenizer": tokenizer.to_json(),
         "optimizer": optimizer.state_dict(),
         "step": step,
         "epoch": step // steps_per_epoch,  # the data position: epoch and batch within it
@@ -166,14 +191,25 @@ def save_checkpoint(
 DATA_ORDER_FIELDS = ("seed", "batch_size", "samples_per_epoch", "shuffle_buffer", "workers")
 
 
-def load_checkpoint(
-    path: str, model: CLIP, optimizer: torch.optim.Optimizer, config: TrainConfig, procs: Processes
-) -> int:
-    """Restore model, optimizer and RNG from `path` if it exists; returns the step reached."""
+def read_checkpoint(path: str, procs: Processes) -> dict[str, Any] | None:
+    """The checkpoint at `path`, or None if there is none yet."""
     if not storage.exists(path):
-        return 0
+        return None
     with storage.open_input(path) as handle:
-        state = torch.load(handle, map_location=procs.device, weights_only=True)
+        state: dict[str, Any] = torch.load(handle, map_location=procs.device, weights_only=True)
+    return state
+
+
+def restore_checkpoint(
+    state: dict[str, Any] | None,
+    model: CLIP,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    procs: Processes,
+) -> int:
+    """Restore model, optimizer and RNG from `state` if there is one; returns its step."""
+    if state is None:
+        return 0
     changed = [k for k in DATA_ORDER_FIELDS if state["config"].get(k) != getattr(config, k)]
     if state["world_size"] != procs.world_size:
         changed.append("world_size")
@@ -184,8 +220,30 @@ def load_checkpoint(
     torch.set_rng_state(state["rng"].cpu())
     if state["cuda_rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
-    log.info("resumed from %s at step %d", path, state["step"])
+    log.info("resumed at step %d", state["step"])
     return int(state["step"])
+
+
+def prepare_tokenizer(
+    config: TrainConfig, shards: list[str], state: dict[str, Any] | None, procs: Processes
+) -> BpeTokenizer:
+    """The checkpoint's tokenizer, else one rank 0 learns from the captions and shares."""
+    if state is not None and "tokenizer" not in state:
+        raise PipelineError("the checkpoint is an older model's (no tokenizer): train anew")
+    text: str | None = state["tokenizer"] if state is not None else None
+    if text is None and procs.is_main:
+        captions = read_captions(shards, config.tokenizer_captions)
+        if not captions:
+            log.warning("no captions in the shards: the tokenizer knows only bytes")
+        text = train_bpe(captions, config.vocab_size, config.context_length).to_json()
+        log.info("tokenizer: learned from %d captions", len(captions))
+    if procs.world_size > 1 and state is None:
+        shared = [text]
+        dist.broadcast_object_list(shared, src=0)
+        text = shared[0]
+    if text is None:
+        raise RuntimeError("no tokenizer reached this rank")
+    return BpeTokenizer.from_json(text)
 
 
 # ---------------------------------------------------------------- agreement between ranks
@@ -220,18 +278,27 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     batch: tuple[torch.Tensor, torch.Tensor],
     device: torch.device,
+    *,
+    accum_steps: int = 1,
+    precision: str = "fp32",
 ) -> float:
     """Forward, symmetric InfoNCE, backward (DDP averages gradients), update; returns the loss.
 
-    After the update the logit scale is clamped to [0, LOGIT_SCALE_MAX] in place (as
+    With `accum_steps > 1` the batch goes through in that many micro-batches with the
+    full batch's loss and gradient (`accumulated_backward`). After the update the logit
+    scale is clamped to [0, LOGIT_SCALE_MAX] in place (as
     open_clip does): the forward clamp alone has zero gradient above the cap, so the
     parameter could drift past it and never come back.
     """
     images, tokens = (t.to(device, non_blocking=True) for t in batch)
-    image_features, text_features, scale = model(images, tokens)
-    loss = loss_fn(image_features, text_features, scale)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    if accum_steps > 1:
+        loss = accumulated_backward(model, loss_fn, images, tokens, accum_steps, precision)
+    else:
+        with autocast(device, precision):
+            image_features, text_features, scale = model(images, tokens)
+        loss = loss_fn(image_features.float(), text_features.float(), scale.float())
+        loss.backward()
     optimizer.step()
     with torch.no_grad():
         bare_model(model).logit_scale.clamp_(0, LOGIT_SCALE_MAX)
@@ -239,8 +306,9 @@ def train_step(
 
 
 def bare_model(net: nn.Module) -> CLIP:
-    """The CLIP inside `net`: `net` itself, or the module its DDP wrapper holds."""
-    model = net.module if isinstance(net, DistributedDataParallel) else net
+    """The CLIP inside `net`: `net` itself, or the module its compile or DDP wrapper holds."""
+    model = getattr(net, "_orig_mod", net)  # torch.compile's wrapper
+    model = model.module if isinstance(model, DistributedDataParallel) else model
     if not isinstance(model, CLIP):
         raise TypeError(f"expected a CLIP, got {type(model).__name__}")
     return model
@@ -258,6 +326,8 @@ class LogWriter:
         self.enabled = enabled
         self.window_start = time.monotonic()
         self.losses: list[float] = []
+        self.waits: list[float] = []  # seconds each step of the window waited for data
+        self.total_wait = 0.0
         self.records: list[dict[str, Any]] = []
 
     def trim(self, step: int) -> float | None:
@@ -276,18 +346,27 @@ class LogWriter:
     def write(self) -> None:
         write_text(self.path, "".join(json.dumps(record) + "\n" for record in self.records))
 
-    def add(self, loss: float) -> None:
+    def add(self, loss: float, waited: float) -> None:
         self.losses.append(loss)
+        self.waits.append(waited)
+        self.total_wait += waited
 
     def flush(self, record: dict[str, Any], global_batch: int, procs: Processes) -> float:
         """Write the window's mean loss (over steps and ranks) and speed; returns the loss."""
-        loss = mean_over_ranks(sum(self.losses) / max(1, len(self.losses)), procs)
+        steps = max(1, len(self.losses))
+        loss = mean_over_ranks(sum(self.losses) / steps, procs)
         seconds = time.monotonic() - self.window_start
-        record |= {"loss": loss, "samples_per_second": len(self.losses) * global_batch / seconds}
+        wait = sum(self.waits) / steps
+        record |= {
+            "loss": loss,
+            "samples_per_second": len(self.losses) * global_batch / seconds,
+            "data_wait": wait,  # seconds per step waiting for the loader
+            "compute": seconds / steps - wait,  # seconds per step in the step itself
+        }
         if self.enabled:
             self.records.append(record)
             self.write()
-        self.window_start, self.losses = time.monotonic(), []
+        self.window_start, self.losses, self.waits = time.monotonic(), [], []
         return loss
 
 
@@ -307,6 +386,7 @@ class TrainingRun:
     optimizer: torch.optim.Optimizer
     logger: LogWriter
     steps_per_epoch: int
+    tokenizer: BpeTokenizer
     step: int = 0
     final_loss: float | None = None
     started: float = field(default_factory=time.monotonic)
@@ -327,8 +407,9 @@ class TrainingRun:
         if self.procs.is_main:
             path = storage.join(self.out_dir, CHECKPOINT)
             save_checkpoint(
-                path, self.model, self.optimizer, self.step, self.steps_per_epoch, self.config
-            )
+                path, self.model, self.optimizer, self.step, self.steps_per_epoch, self.config,
+                self.tokenizer,
+            )  # fmt: skip
 
     def log(self) -> None:
         record = {
@@ -345,13 +426,22 @@ def run_epoch(run: TrainingRun, log_every: int) -> bool:
     epoch, start_batch = divmod(run.step, run.steps_per_epoch)
     config, procs = run.config, run.procs
     loss_fn = ClipLoss(procs.rank, procs.world_size)
-    loader = make_loader(
-        run.shards, config, procs.rank, procs.world_size, epoch, start_batch=start_batch
-    )
-    for batch in loader:
+    slot = StreamSlot(config.seed, epoch, procs.rank, procs.world_size, start_batch)
+    loader = make_loader(run.shards, config, run.tokenizer, slot)
+    batches = iter(loader)
+    while True:
+        asked = time.monotonic()
+        batch = next(batches, None)
+        if batch is None:
+            break
+        waited = time.monotonic() - asked
         for group in run.optimizer.param_groups:
             group["lr"] = learning_rate(run.step, config, run.total_steps)
-        run.logger.add(train_step(run.net, loss_fn, run.optimizer, batch, procs.device))
+        loss = train_step(
+            run.net, loss_fn, run.optimizer, batch, procs.device,
+            accum_steps=config.accum_steps, precision=config.precision,
+        )  # fmt: skip
+        run.logger.add(loss, waited)
         run.step += 1
         if run.step % log_every == 0:
             run.log()
@@ -382,6 +472,8 @@ def train(
     procs = start_processes(config)
     storage.makedirs(out_dir)
     with RunLock(out_dir) if procs.is_main else contextlib.nullcontext():
+        if procs.is_main:
+            remove_stale_temporaries(out_dir)  # what a killed run was writing
         return run_training(config, shards, out_dir, procs, eval_dir, log_every)
 
 
@@ -394,23 +486,33 @@ def run_training(
     log_every: int,
 ) -> TrainResult:
     """The loop `train` runs once this process has joined the job and holds the folder."""
-    # 1. seeds: every rank builds the same initial weights
+    # 1. the checkpoint, if any, and the tokenizer: the saved one, else learned and shared
+    state = read_checkpoint(storage.join(out_dir, CHECKPOINT), procs)
+    tokenizer = prepare_tokenizer(config, shards, state, procs)
+    if procs.is_main:
+        write_text(storage.join(out_dir, TOKENIZER), tokenizer.to_json())
+    # 2. seeds: every rank builds the same initial weights; model and AdamW
     torch.manual_seed(derive_seed(config.seed, "init"))
-    # 2. model and AdamW; the schedule is counted in steps
-    model = CLIP(config).to(procs.device)
+    try:
+        spec = model_spec(config, tokenizer.vocab_size)
+    except ValueError as error:  # an unknown name or a shape that does not fit
+        raise PipelineError(f"train: {error}") from None
+    model = CLIP(spec).to(procs.device)
     optimizer = make_optimizer(model, config)
     # 3. resume: the step reached fixes the epoch and the batch within it
-    step = load_checkpoint(storage.join(out_dir, CHECKPOINT), model, optimizer, config, procs)
+    step = restore_checkpoint(state, model, optimizer, config, procs)
+    net = wrap_for_ranks(model, procs)
     run = TrainingRun(
         config=config,
         shards=list(shards),
         out_dir=out_dir,
         procs=procs,
         model=model,
-        net=wrap_for_ranks(model, procs),
+        net=cast(nn.Module, torch.compile(net)) if config.compile else net,
         optimizer=optimizer,
         logger=LogWriter(storage.join(out_dir, LOG_FILE), procs.is_main),
         steps_per_epoch=batches_per_epoch(shards, config, procs.world_size),
+        tokenizer=tokenizer,
         step=step,
     )
     run.final_loss = run.logger.trim(step)
@@ -433,19 +535,23 @@ def run_training(
         seconds=seconds,
         stopped_early=run.step < run.total_steps,
         world_size=procs.world_size,
+        data_wait_per_step=run.logger.total_wait / max(1, run.step - step),
     )
     return finish(run, result, eval_dir or config.eval_set or None)
 
 
 def finish(run: TrainingRun, result: TrainResult, eval_dir: str | Path | None) -> TrainResult:
     """Rank 0 evaluates and writes `results.json`; then every rank leaves the group."""
-    procs = run.procs
+    procs, config = run.procs, run.config
     if procs.is_main:
         if eval_dir is not None:
-            tokenizer = HashTokenizer(run.config.vocab_size, run.config.context_length)
             result.zero_shot = zero_shot_accuracy(
-                run.model, tokenizer, eval_dir, run.config.image_size, procs.device
-            )
+                run.model, run.tokenizer, eval_dir, config.image_size, procs.device,
+                config.templates,
+            )  # fmt: skip
+        if config.retrieval_shards:
+            pairs = read_shard_pairs(resolve_shards(config.retrieval_shards), RETRIEVAL_PAIRS)
+            result.retrieval = retrieval_recall(run.model, run.tokenizer, pairs)
         write_json(storage.join(run.out_dir, RESULTS), result.to_dict())
     if procs.world_size > 1:
         dist.barrier()

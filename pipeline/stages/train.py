@@ -6,7 +6,9 @@ and worker and makes rank 0 the only writer of logs, checkpoints and results (ho
 spent its budget (`train.samples`, else `train.epochs` passes; or the optional safety cap
 `train.max_seconds`) leaves `train/train.done`; a killed one resumes from its last
 checkpoint. To train further, raise `train.samples` (or `train.epochs`) and delete the
-marker: the checkpoint carries on.
+marker: the checkpoint carries on. The folder also holds the run's BPE tokenizer
+(`tokenizer.json`); `python -m train export RUN_DIR OUT` turns the run into open_clip's
+hub layout.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ Shards follow img2dataset's layout (`{shard:05d}.tar` of `{key}.jpg/.txt/.json`,
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import random
@@ -16,6 +17,7 @@ from PIL import Image
 
 from pipeline.config import TrainConfig
 from pipeline.io import mark_done, write_json
+from train.tokenizer import BpeTokenizer, train_bpe
 
 COLOURS = {
     "red": (220, 30, 30),
@@ -29,7 +31,10 @@ EVAL_TEMPLATES = ("a photo of a {}.", "{}")
 TINY = TrainConfig(
     image_size=32,
     embed_dim=32,
-    vision_width=16,
+    patch_size=8,
+    vision_width=32,
+    vision_layers=1,
+    vision_head_width=16,
     text_width=32,
     text_layers=1,
     text_heads=2,
@@ -43,6 +48,13 @@ TINY = TrainConfig(
     workers=0,
     checkpoint_every=1000,
 )
+
+
+@functools.cache
+def colour_tokenizer() -> BpeTokenizer:
+    """A BPE tokenizer learned from every colour caption, with TINY's sizes."""
+    captions = [caption.format(name) for name in COLOURS for caption in CAPTIONS]
+    return train_bpe(captions * 4, TINY.vocab_size, TINY.context_length)
 
 
 def colour_image(rgb: tuple[int, int, int], rng: random.Random, size: int = 64) -> bytes:

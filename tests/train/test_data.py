@@ -13,14 +13,17 @@ import webdataset as wds
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from pipeline.config import TrainConfig
 from pipeline.io import write_json
-from tests.train.colour_data import TINY, write_colour_shards
+from tests.train.colour_data import TINY, colour_tokenizer, write_colour_shards
 from train.data import (
+    Handler,
     StreamSlot,
     batches_per_epoch,
     count_samples,
     count_shard_samples,
     make_loader,
+    read_captions,
     resolve_shards,
     shard_stream,
 )
@@ -28,12 +31,26 @@ from train.data import (
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
 
 
+def loader(
+    shards: list[str],
+    config: TrainConfig,
+    rank: int = 0,
+    world: int = 1,
+    epoch: int = 0,
+    *,
+    start_batch: int = 0,
+    handler: Handler = wds.warn_and_continue,
+) -> DataLoader:
+    slot = StreamSlot(config.seed, epoch, rank, world, start_batch)
+    return make_loader(shards, config, colour_tokenizer(), slot, handler)
+
+
 def load(
     shards: list[str], epoch: int = 0, rank: int = 0, world: int = 1, start: int = 0, **changes: int
 ) -> Batches:
     """All batches of one epoch of `rank`, with `changes` made to the tiny config."""
     config = dataclasses.replace(TINY, **changes)  # type: ignore[arg-type]
-    return list(make_loader(shards, config, rank, world, epoch, start_batch=start))
+    return list(loader(shards, config, rank, world, epoch, start_batch=start))
 
 
 def same(
@@ -97,7 +114,7 @@ def test_an_epoch_is_a_number_of_samples(colour_shards: list[str]) -> None:
     assert len(load(colour_shards)) == 8
     assert batches_per_epoch(colour_shards, TINY, world_size=2) == 4
     config = dataclasses.replace(TINY, samples_per_epoch=400)  # more than one pass over files
-    assert len(list(make_loader(colour_shards, config, 0, 1, 0))) == 25
+    assert len(list(loader(colour_shards, config, 0, 1, 0))) == 25
 
 
 def test_batches_hold_normalised_images_and_tokens(colour_shards: list[str]) -> None:
@@ -160,13 +177,11 @@ def test_resume_is_exact_after_an_image_failed_to_decode(tmp_path: Path, workers
         TINY, samples_per_epoch=48, shuffle_buffer=0, workers=workers, batch_size=8
     )
     FAILURES.clear()
-    full = list(make_loader(shards, config, 0, 1, 0, handler=skip_quietly))
+    full = list(loader(shards, config, 0, 1, 0, handler=skip_quietly))
     assert len(full) == 6
     assert len(FAILURES) == (1 if workers == 0 else 0)  # worker processes keep their own list
     for start in (1, 2, 3):
-        resumed = list(
-            make_loader(shards, config, 0, 1, 0, start_batch=start, handler=skip_quietly)
-        )
+        resumed = list(loader(shards, config, 0, 1, 0, start_batch=start, handler=skip_quietly))
         assert same(resumed, full[start:])
 
 
@@ -180,7 +195,7 @@ def test_loader_fails_instead_of_hanging_when_no_shard_can_be_read(tmp_path: Pat
     config = dataclasses.replace(TINY, samples_per_epoch=32)
     FAILURES.clear()
     with pytest.raises(RuntimeError, match="no sample from any of the 2 shards"):
-        list(make_loader(shards, config, 0, 1, 0, handler=skip_quietly))
+        list(loader(shards, config, 0, 1, 0, handler=skip_quietly))
     assert len(FAILURES) >= 2
 
 
@@ -188,7 +203,7 @@ def test_loader_fails_instead_of_hanging_when_no_shard_can_be_read(tmp_path: Pat
 def test_loader_workers_fail_instead_of_hanging_too(tmp_path: Path) -> None:
     shards = [str(tmp_path / f"{i:05d}.tar") for i in range(3)]  # none exists
     config = dataclasses.replace(TINY, samples_per_epoch=32, workers=2)
-    batches = iter(make_loader(shards, config, 0, 1, 0, handler=skip_quietly))
+    batches = iter(loader(shards, config, 0, 1, 0, handler=skip_quietly))
     with pytest.raises(RuntimeError, match="no sample from any of the 3 shards") as caught:
         next(batches)
     # stop the worker processes now: left to a later garbage collection, their shutdown
@@ -200,14 +215,14 @@ def test_loader_workers_fail_instead_of_hanging_too(tmp_path: Path) -> None:
 @pytest.mark.timeout(30)
 def test_an_empty_shard_list_fails_at_once() -> None:
     with pytest.raises(ValueError, match="no shards"):
-        make_loader([], dataclasses.replace(TINY, samples_per_epoch=32), 0, 1, 0)
+        loader([], dataclasses.replace(TINY, samples_per_epoch=32), 0, 1, 0)
 
 
 def test_one_readable_shard_among_missing_ones_still_fills_the_epoch(tmp_path: Path) -> None:
     good = write_colour_shards(tmp_path, shards=1, per_shard=32)
     shards = good + [str(tmp_path / f"gone{i}.tar") for i in range(3)]
     config = dataclasses.replace(TINY, samples_per_epoch=64)
-    assert len(list(make_loader(shards, config, 0, 1, 0, handler=skip_quietly))) == 4
+    assert len(list(loader(shards, config, 0, 1, 0, handler=skip_quietly))) == 4
 
 
 # ---------------------------------------------------------------- splitting
@@ -249,3 +264,15 @@ def test_two_ranks_split_one_epoch_between_them(colour_shards: list[str]) -> Non
     assert len(rank0) == len(rank1) == 4
     assert colours(rank0 + rank1) == colours(load(colour_shards, shuffle_buffer=0))
     assert colours(rank0) != colours(rank1)
+
+
+def test_captions_for_the_tokenizer_come_in_shard_order_up_to_the_limit(tmp_path: Path) -> None:
+    shards = write_colour_shards(tmp_path, shards=3, per_shard=4)
+    captions = read_captions(list(reversed(shards)), limit=6)  # the order given does not matter
+    expected = [
+        sample["txt"].decode()
+        for shard in shards[:2]
+        for sample in wds.WebDataset(shard, shardshuffle=False)
+    ]
+    assert captions == expected[:6]
+    assert len(read_captions(shards, limit=100)) == 12

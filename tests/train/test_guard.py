@@ -17,7 +17,8 @@ from train.guard import LOCK_FILE, RunLock, pid_alive
 
 # A run of the tiny colour model long enough to be caught in the middle.
 TINY_SET = (
-    "image_size=32", "embed_dim=32", "vision_width=16", "text_width=32", "text_layers=1",
+    "image_size=32", "embed_dim=32", "patch_size=8", "vision_width=32", "vision_layers=1",
+    "vision_head_width=16", "text_width=32", "text_layers=1",
     "text_heads=2", "context_length=12", "vocab_size=512", "batch_size=16", "workers=0",
     "samples=1000000", "checkpoint_every=1000000",
 )  # fmt: skip

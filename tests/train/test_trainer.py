@@ -15,13 +15,15 @@ import torch.multiprocessing as mp
 from PIL import Image
 
 from pipeline.config import TrainConfig
-from tests.train.colour_data import COLOURS, TINY
+from pipeline.errors import PipelineError
+from tests.train.colour_data import COLOURS, TINY, colour_tokenizer
 from train import trainer
 from train.__main__ import main
 from train.evaluate import retrieval_recall
+from train.export import load_trained
 from train.loss import ClipLoss
-from train.model import CLIP, LOGIT_SCALE_MAX
-from train.tokenizer import HashTokenizer
+from train.model import CLIP, LOGIT_SCALE_MAX, model_spec
+from train.tokenizer import BpeTokenizer
 from train.trainer import learning_rate, make_optimizer, train, train_step
 
 
@@ -29,19 +31,20 @@ def read_log(out_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (out_dir / "log.jsonl").read_text().splitlines()]
 
 
-def trained_model(out_dir: Path, config: TrainConfig) -> CLIP:
-    model = CLIP(config)
-    model.load_state_dict(torch.load(out_dir / "checkpoint.pt", weights_only=True)["model"])
-    return model.eval()
+def trained_model(out_dir: Path) -> CLIP:
+    return load_trained(out_dir)[0]
 
 
 @pytest.fixture(scope="module")
 def colour_run(
     colour_shards: list[str], colour_eval: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Any, Path]:
-    """~100 steps (12 epochs of 8 batches of 16) on the colour shards, evaluated at the end."""
+    """~100 steps (12 epochs of 8 batches of 16) on the colour shards, evaluated at the end:
+    zero-shot with two templates of its own, retrieval on the (training) shards."""
     out_dir = tmp_path_factory.mktemp("run")
-    config = dataclasses.replace(TINY, epochs=12)
+    folder = str(Path(colour_shards[0]).parent)
+    templates = ("a photo of a {}.", "{} paint")
+    config = dataclasses.replace(TINY, epochs=12, templates=templates, retrieval_shards=folder)
     return train(config, colour_shards, out_dir, colour_eval, log_every=8), out_dir
 
 
@@ -55,11 +58,12 @@ def test_learning_rate_warms_up_then_decays_to_zero() -> None:
 
 def test_a_step_pulls_a_drifted_logit_scale_back_under_the_cap() -> None:
     torch.manual_seed(0)
-    model = CLIP(TINY)
+    tokenizer = colour_tokenizer()
+    model = CLIP(model_spec(TINY, tokenizer.vocab_size))
     optimizer = make_optimizer(model, TINY)
     with torch.no_grad():
         model.logit_scale.fill_(LOGIT_SCALE_MAX + 1)  # past the cap: the forward clamp's grad is 0
-    tokens = HashTokenizer(TINY.vocab_size, TINY.context_length)(["red", "green", "blue"])
+    tokens = tokenizer(["red", "green", "blue"])
     batch = (torch.randn(3, 3, TINY.image_size, TINY.image_size), tokens)
     train_step(model, ClipLoss(0, 1), optimizer, batch, torch.device("cpu"))
     assert model.logit_scale.item() == pytest.approx(LOGIT_SCALE_MAX)
@@ -79,6 +83,10 @@ def test_training_drives_loss_down_and_beats_chance(colour_run: tuple[Any, Path]
     assert losses[0] < math.log(16) + 0.1  # starts near chance: log(batch)
     assert losses[-1] < losses[0] - 0.4  # four colours in 16: the floor is log(4) = 1.39
     assert result.zero_shot["top1"] > 0.75 > result.zero_shot["chance"]
+    assert result.zero_shot["templates"] == 2 and result.retrieval is not None
+    assert result.retrieval["n"] == 128  # every pair of the four shards
+    # 32 pairs of each colour: the right caption is among the top 5 far above chance (5/128)
+    assert result.retrieval["image_to_text_r5"] > 0.1 and result.retrieval["text_to_image_r5"] > 0.1
     saved = json.loads((out_dir / "results.json").read_text())
     assert saved["steps"] == 96 and saved["zero_shot"] == result.zero_shot
     assert result.samples_per_second > 0
@@ -87,10 +95,23 @@ def test_training_drives_loss_down_and_beats_chance(colour_run: tuple[Any, Path]
 @pytest.mark.slow
 def test_trained_model_retrieves_held_out_pairs(colour_run: tuple[Any, Path]) -> None:
     _, out_dir = colour_run
-    model = trained_model(out_dir, TINY)
+    model, tokenizer = load_trained(out_dir)
     pairs = [(Image.new("RGB", (48, 48), rgb), f"a {name} square") for name, rgb in COLOURS.items()]
-    recall = retrieval_recall(model, HashTokenizer(TINY.vocab_size, TINY.context_length), pairs)
+    recall = retrieval_recall(model, tokenizer, pairs)
     assert recall["image_to_text_r1"] >= 0.75 and recall["text_to_image_r1"] >= 0.75
+
+
+@pytest.mark.slow
+def test_the_tokenizer_is_learned_from_the_captions_and_saved_with_the_run(
+    colour_run: tuple[Any, Path],
+) -> None:
+    _, out_dir = colour_run
+    saved = BpeTokenizer.from_json((out_dir / "tokenizer.json").read_text())
+    state = torch.load(out_dir / "checkpoint.pt", weights_only=True)
+    assert state["tokenizer"] == saved.to_json()
+    assert len(saved.encode("yellow")) == 3  # a caption word: one token between sot and eot
+    assert state["model_cfg"]["text_cfg"]["vocab_size"] == saved.vocab_size
+    assert [line["data_wait"] >= 0 for line in read_log(out_dir)] == [True] * 12
 
 
 def test_stopped_run_resumes_exactly_where_it_stopped(
@@ -111,8 +132,8 @@ def test_stopped_run_resumes_exactly_where_it_stopped(
     state = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)
     assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (16, 2, 0)
     assert state["config"]["batch_size"] == 16
-    expected = trained_model(tmp_path / "straight", config).state_dict()
-    for name, value in trained_model(tmp_path / "resumed", config).state_dict().items():
+    expected = trained_model(tmp_path / "straight").state_dict()
+    for name, value in trained_model(tmp_path / "resumed").state_dict().items():
         assert torch.allclose(value.float(), expected[name].float(), atol=1e-5), name
     losses = [line["loss"] for line in read_log(tmp_path / "resumed")]
     assert losses == pytest.approx([line["loss"] for line in read_log(tmp_path / "straight")])
@@ -195,10 +216,19 @@ def test_two_ranks_under_ddp_agree_on_steps(colour_shards: list[str], tmp_path: 
 def test_module_entry_builds_the_config_from_set_overrides(
     colour_shards: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    overrides = [f"--set={key}={value}" for key, value in dataclasses.asdict(TINY).items()]
+    overrides = [f"--set={k}={json.dumps(v)}" for k, v in dataclasses.asdict(TINY).items()]
     folder = str(Path(colour_shards[0]).parent)
     main(["--shards", folder, "--out", str(tmp_path), *overrides])
     printed = json.loads(capsys.readouterr().out)
     assert printed["steps"] == 8 and printed["world_size"] == 1
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert state["config"] == dataclasses.asdict(TINY)
+
+
+def test_an_unknown_architecture_is_a_one_line_error(
+    colour_shards: list[str], tmp_path: Path
+) -> None:
+    with pytest.raises(PipelineError, match="unknown model 'ViT-Q-7': one of tiny, demo") as error:
+        train(dataclasses.replace(TINY, model="ViT-Q-7"), colour_shards, tmp_path)
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "checkpoint.pt").exists()
