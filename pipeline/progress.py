@@ -7,6 +7,7 @@
 
 The bar shows parts and rows done, rows per second and the drops so far; without a
 terminal (CI, a log file, `--quiet`) each finished part is one INFO line instead.
+`track(items, stage, step)` does the same over a plain sequence (one item a part).
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, TypeVar
 
 log = logging.getLogger("pipeline.progress")
+T = TypeVar("T")
 
 
 class Progress:
@@ -51,6 +53,8 @@ class Progress:
         if self.bar is not None:
             self.bar.set_postfix(rows=f"{self.rows:,}", rows_s=f"{rate:,.0f}", dropped=self.dropped)
             self.bar.update(1)
+        elif not skipped and not self.rows and not self.dropped:
+            log.info("%s: %s part %d/%d done", self.stage, self.step, self.done, self.parts)
         elif not skipped:
             log.info(
                 "%s: %s part %d/%d done (%s rows so far, %s rows/s, %s dropped)",
@@ -66,3 +70,11 @@ class Progress:
             found[position] = info
             self.part_done(int(info.get("rows", 0)), sum(info.get("dropped", {}).values()))
         return [found[k] for k in sorted(found)]
+
+
+def track(items: Sequence[T], stage: str, step: str, quiet: bool = False) -> Iterator[T]:
+    """Yield `items`, each counted as a finished part once the caller asks for the next."""
+    with Progress(stage, step, len(items), quiet) as progress:
+        for item in items:
+            yield item
+            progress.part_done()

@@ -1,11 +1,14 @@
 """The run report: what each stage saw, kept and dropped (by reason), and the training result.
 
 Built only from the files the stages leave on disk (`<stage>_stats.json`, `train/results.json`),
-so it can be printed for any run, finished or not, on any machine that has the folder.
+so it can be printed for any run, finished or not, on any machine that has the folder. The
+text goes to `report.txt`, the figures to `report.json`, and the page with plots and a
+gallery (`pipeline.report_html`) to `report.html`.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,8 @@ from pipeline import storage
 from pipeline.io import read_json, write_json, write_text
 from pipeline.layout import RunLayout
 from pipeline.stats import StageStats
+
+log = logging.getLogger("pipeline.report")
 
 STAGES = ("crawl", "curate", "shards")
 
@@ -89,10 +94,21 @@ def render(data: dict[str, Any]) -> str:
 
 
 def write_report(workdir: str | Path) -> str:
-    """Write report.json and report.txt into the run folder; return the text."""
+    """Write report.json, report.txt and report.html into the run folder; return the text."""
+    from pipeline.report_html import render_html  # reads tars and images: loaded on use
+
     layout = RunLayout(workdir)
     data = collect(layout)
+    if not data["stages"] and "train" not in data:
+        log.warning("%s holds no finished stage: the report is empty", layout.root)
     text = render(data)
     write_json(layout.at("report.json"), data)
     write_text(layout.at("report.txt"), text)
+    try:
+        page = render_html(layout, data)
+    except (OSError, ValueError) as exc:  # an unreadable shard or part: the text still stands
+        log.error("report.html not written: %s", exc)
+        return text
+    write_text(layout.at("report.html"), page)
+    log.info("report written to %s", layout.at("report.html"))
     return text
