@@ -15,7 +15,9 @@ its pages are refused by the same rule when fetched, and counted under that reas
 The body is decoded as UTF-8 with an optional byte-order mark (a BOM must not hide the first
 group). Groups are matched against our product token only (RFC 9309 section 2.2.1):
 "OpenWITBot" of "OpenWITBot/0.1 (+https://github.com/...)", so a group named `https` or
-`github` is not ours.
+`github` is not ours. Protego then picks the group whose name occurs in that token at a
+token start, case-insensitively, the longest such name winning: `OpenWIT` and `openwitbot`
+apply to us (the longer first), `WITBot` or `Bot` do not, and `*` is the fallback.
 """
 
 from __future__ import annotations
