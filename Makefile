@@ -7,7 +7,9 @@
 #                                   or paths file (wat.paths.gz); WARC=... for WARC files
 #   make shards                     curate the candidates, fetch images, write shards
 #   make shards RETRY_FAILED=1      refetch only the images an earlier run failed to download
+#   make download URLS=f OUT=dir    img2dataset's command on our machinery (ARGS_I2D="--flag v")
 #   make train [NPROC=2]            train CLIP on the shards (torchrun when NPROC > 1)
+#   make browse                     page through the shards in a web browser
 #
 # Each stage target runs the ones before it first (a finished stage is skipped at once).
 # Knobs: CONFIG=file.toml, WORKDIR=runs/name (or s3://bucket/run), EXECUTOR=ray,
@@ -40,7 +42,7 @@ ARGS := $(if $(CONFIG),--config $(CONFIG)) --workdir $(WORKDIR) \
 RUN := $(BIN)/python -m pipeline
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo crawl curate shards train report test lint typecheck bench serve clean
+.PHONY: help venv demo crawl curate shards download train report browse test lint typecheck bench ablation serve clean queries worldwide-lists faults
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -74,8 +76,17 @@ else
 	$(BIN)/torchrun --standalone --nproc_per_node $(NPROC) -m pipeline train $(ARGS)
 endif
 
-report: venv ## print the report of WORKDIR
+OUT ?= images
+ARGS_I2D ?=
+download: venv ## img2dataset's command: URLS=list OUT=folder ARGS_I2D="--input_format parquet ..."
+	$(RUN) download --url_list $(URLS) --output_folder $(OUT) $(ARGS_I2D) \
+	    $(if $(CONFIG),--config $(CONFIG)) $(foreach s,$(SET),--set $(call quote,$(s)))
+
+report: venv ## print the report of WORKDIR and write its report.html (plots, gallery)
 	$(RUN) report $(ARGS)
+
+browse: venv ## browse the shards of WORKDIR in a web browser, on 127.0.0.1:8000
+	$(BIN)/python -m shards browse $(WORKDIR)/shards
 
 serve: venv ## serve the sandbox web on loopback until Ctrl-C
 	$(BIN)/python -m sandbox serve
@@ -88,8 +99,32 @@ lint: venv ## ruff (lint and format check) and mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# The fault suite whole: the hostile site, kill -9 at several seeded points of every stage,
+# a full disk; it prints, for each fault, what was injected, what survived, what was lost,
+# peak memory and time. `make test` runs its fast part only.
+faults: venv ## the fault-injection suite, long runs included, with its table of outcomes
+	$(BIN)/pytest -q tests/faults -m "faults or not faults"
+
 bench: venv ## benchmarks against the peers (img2dataset, MetaCLIP, langdetect, warcio, DuckDB...)
 	$(BIN)/python -m bench
+
+ablation: venv ## balanced vs unbalanced curation, same seed and steps, beside MetaCLIP's figures
+	$(BIN)/python -m bench.train_ablation $(foreach s,$(SET),--set $(call quote,$(s)))
+
+# The shipped English query list, rebuilt from the vocabulary files in ../shared/data
+# (Wikipedia words >= 100, wordfreq's words at the same rate, PMI bigrams of the real alt
+# texts, WordNet names); SHARED=folder points elsewhere.
+SHARED ?= ../shared/data
+queries: venv ## rebuild the shipped query list filters/querylists/en.txt.gz (SHARED=data folder)
+	$(BIN)/python -m filters.queries build --out filters/querylists/en.txt.gz \
+	  --wiki-counts $(SHARED)/vocab/wikiwords-0.5-enwiki2012-unigram-counts.tsv.gz \
+	  --wordfreq en --corpus $(SHARED)/alt_text/img2dataset-test_10000.parquet \
+	  --wordnet $(SHARED)/vocab/wordnet-3.0-synset-first-lemma-names.txt.gz
+
+# The shipped per-language entry lists of worldwide curation (wordfreq's most frequent
+# words of each spaced language, each also capitalised).
+worldwide-lists: venv ## rebuild filters/querylists/worldwide/<lang>.txt.gz from wordfreq
+	$(BIN)/python -m filters.worldwide build --out filters/querylists/worldwide
 
 clean: ## remove run folders (keeps .venv)
 	rm -rf runs

@@ -9,7 +9,10 @@ import sys
 from bench.common import BENCH_DIR, BenchResult, render_table
 from pipeline.io import write_json
 
-BENCHMARKS = ("matching", "language", "download", "balance", "neardup", "curate", "shuffle", "warc")
+BENCHMARKS = (
+    "matching", "language", "download", "balance", "neardup", "curate", "shuffle", "warc",
+    "openclip", "crawl", "worldwide",
+)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

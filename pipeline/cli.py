@@ -5,8 +5,9 @@
              (--wat, --warc)
     curate   text rules, dedup, query matching, language, balancing
     shards   fetch the selected images and write webdataset shards
+    download img2dataset's command: its flags (--url_list, --output_folder...), its output
     train    stream the shards into the CLIP trainer (also under torchrun)
-    report   print the run report
+    report   print the run report (and write report.html: plots, gallery)
     demo     all of the above, in order, then the report
 
 Every command takes `--config FILE`, `--set key=value` (repeatable, TOML values) and
@@ -38,6 +39,7 @@ from pipeline.report import write_report
 log = logging.getLogger("pipeline")
 
 COMMANDS = ("crawl", "curate", "shards", "train", "report", "demo")
+REPORTED = ("shards", "train", "report", "demo")  # commands that end by writing the report
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="override one config key, e.g. --set crawl.max_pages=100 (repeatable)",
     )  # fmt: skip
     parser.add_argument("--workdir", help="run folder (same as --set workdir=DIR)")
+    parser.add_argument(
+        "run_dir", nargs="?", metavar="RUN_DIR",
+        help="report only: the run folder (python -m pipeline report RUN_DIR)",
+    )  # fmt: skip
     parser.add_argument("--seeds", help="file of seed URLs (same as --set crawl.seeds=FILE)")
     parser.add_argument(
         "--url-list", help="csv/tsv/jsonl/parquet of url, caption (--set crawl.url_list=FILE)"
@@ -123,7 +129,10 @@ def run_command(
         from pipeline.stages.shards import run_retry_failed
 
         run_retry_failed(config, quiet=quiet)
+        write_report(config.root)
         return
+    if command == "report" and not storage.is_dir(config.root):
+        raise PipelineError(f"no run folder at {config.root}: give the workdir of a run")
     if command != "report":
         stages = ["crawl", "curate", "shards", "train"] if command == "demo" else [command]
         for stage in stages:
@@ -133,8 +142,10 @@ def run_command(
             else:
                 stage_runner(stage)(config, quiet=quiet)
             log.info("%s finished in %.1f s", stage, time.perf_counter() - started)
-    if command in ("demo", "report") and is_rank_zero():
-        print(write_report(config.root), end="")
+    if command in REPORTED and is_rank_zero():
+        text = write_report(config.root)  # report.txt, report.json, report.html
+        if command in ("demo", "report"):
+            print(text, end="")
 
 
 USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, PipelineError)
@@ -186,8 +197,37 @@ def _inside(name: object, root: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
+def download_main(argv: list[str]) -> int:
+    """`download`: img2dataset's flags (see `pipeline.stages.download`), the same errors."""
+    logging.basicConfig(
+        level=logging.WARNING if "-q" in argv or "--quiet" in argv else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    from pipeline.stages.download import main as run_download
+
+    try:
+        with run_folder_errors(os.getcwd()):
+            run_download(argv)
+    except user_errors() as exc:
+        print(f"openwit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("openwit: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["download"]:
+        return download_main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.run_dir is not None:
+        if args.command != "report" or args.workdir:
+            parser.error(f"unexpected argument {args.run_dir!r} (RUN_DIR is for report only)")
+        args.workdir = args.run_dir
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

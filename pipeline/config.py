@@ -27,7 +27,12 @@ from pipeline.io import write_text
 
 EXECUTORS = ("local", "ray")
 CRAWL_SOURCES = ("seeds", "url_list", "wat", "warc")  # at most one; none means the sandbox
-LANGUAGE_ENGINES = ("langdetect", "none")
+# filters.language: single engines and cascades (A+B: B asked where A is unsure); none: no filter
+LANGUAGE_ENGINES = (
+    "fasttext+langdetect", "fasttext", "langdetect", "cld2", "fasttext+cld2", "none",
+)  # fmt: skip
+CURATE_MODES = ("english", "worldwide")  # worldwide: MetaCLIP 2, an entry list per language
+SANDBOX_LANGUAGES = ("en", "fr", "de", "es", "it", "nl", "pt")  # sandbox/concepts.py
 # Field metadata of a stage's copy of a pipeline-wide section: filled from that section by
 # `PipelineConfig`, neither read from nor written to the stage's own table.
 COPY_OF = "copy_of"
@@ -53,6 +58,9 @@ class SandboxConfig:
     # Port of host 0; host i listens on base_port + i. 0 takes free ports. Image URLs carry
     # the ports, so fixed ports make reruns select exactly the same pairs.
     base_port: int = 0
+    # Caption languages: more than one puts half the captions in the first, the rest
+    # spread over the others (the worldwide demo); one of SANDBOX_LANGUAGES each.
+    languages: tuple[str, ...] = ("en",)
 
     def ports(self) -> list[int] | None:
         """The configured ports, or None for free ones."""
@@ -64,6 +72,9 @@ class SandboxConfig:
             errors.append(("base_port", "must be 0 (free ports) or a port with room for the hosts"))
         if self.bind not in ("127.0.0.1", "localhost", "::1"):
             errors.append(("bind", "the sandbox only binds to loopback"))
+        unknown = [code for code in self.languages if code not in SANDBOX_LANGUAGES]
+        if unknown or not self.languages or len(set(self.languages)) < len(self.languages):
+            errors.append(("languages", f"distinct codes of {', '.join(SANDBOX_LANGUAGES)}"))
         return errors
 
 
@@ -149,6 +160,9 @@ class NetConfig:
     """
 
     allow_private: tuple[str, ...] = ()
+    # How long a DNS answer is reused (the system resolver reports no TTL); the policy is
+    # still checked on every use. Failed lookups are retried after 30 s.
+    dns_cache_seconds: float = 300.0
 
     def rules(self) -> tuple[NetRule, ...]:
         return tuple(parse_net_rule(entry) for entry in self.allow_private)
@@ -165,7 +179,7 @@ class NetConfig:
                 parse_net_rule(entry)
             except ValueError as exc:
                 return [("allow_private", f"entry {entry!r}: {exc}")]
-        return []
+        return _non_negative(self, "dns_cache_seconds")
 
 
 def _origin(url: str) -> str:
@@ -207,12 +221,17 @@ class CrawlConfig:
     max_crawl_delay: float = 30.0  # hosts asking for more are skipped (Nutch)
     respect_robots: bool = True
     user_agent: str = "OpenWITBot/0.1 (+https://github.com/openwit/openwit)"
-    timeout: float = 10.0
+    timeout: float = 10.0  # per attempt, body included
+    deadline: float = 30.0  # per page: every attempt, backoff and redirect hop together
     retries: int = 2  # on 408, 429, 5xx and connection errors
     backoff: float = 0.2  # first retry delay, doubled each time
     max_redirects: int = 5
     max_page_bytes: int = 5_000_000
     max_url_length: int = 1024
+    # Crawler traps beyond max_depth: distinct URLs per path pattern of a host (digit runs
+    # read as one), and distinct queries per path (endless calendars, session ids).
+    max_urls_per_pattern: int = 500
+    max_query_variants: int = 50
     same_host_only: bool = False
     # A copy of the pipeline's `net` (not a key of this table); the sandbox adds its ports.
     net: NetConfig = field(default_factory=NetConfig, metadata={COPY_OF: "net"})
@@ -220,7 +239,8 @@ class CrawlConfig:
     def check(self) -> list[tuple[str, str]]:
         errors = _positive(
             self, "max_pages", "max_pages_per_host", "concurrency", "per_host_connections",
-            "timeout", "max_page_bytes", "max_url_length",
+            "timeout", "deadline", "max_page_bytes", "max_url_length", "max_urls_per_pattern",
+            "max_query_variants",
         )  # fmt: skip
         errors += _non_negative(
             self, "max_depth", "per_host_delay", "max_requests_per_second", "retries",
@@ -241,16 +261,22 @@ class CurateConfig:
     min_words: int = 3  # DataComp: more than 2 words
     min_chars: int = 6  # DataComp: more than 5 characters
     languages: tuple[str, ...] = ("en",)
-    min_language_score: float = 0.5
-    queries: str = ""  # query list, one entry per line; empty means the sandbox's list
+    min_language_score: float = 0.0  # fastText scores short English texts low
+    queries: str = ""  # query list (or metadata.json); empty: the sandbox's, else the shipped en
     balance_threshold: int = 20_000  # MetaCLIP's t: at most ~t pairs per entry
     dedup_keys: tuple[str, ...] = ("url", "uid")
-    language_engine: str = "langdetect"  # langdetect | none (no language filter)
+    language_engine: str = "fasttext+langdetect"  # one of LANGUAGE_ENGINES
+    mode: str = "english"  # one of CURATE_MODES
+    worldwide_lists: str = ""  # folder of <lang>.txt[.gz] entry lists; empty: the shipped ones
 
     def check(self) -> list[tuple[str, str]]:
         errors = _positive(self, "balance_threshold")
         if self.language_engine not in LANGUAGE_ENGINES:
             errors.append(("language_engine", f"must be one of {', '.join(LANGUAGE_ENGINES)}"))
+        if self.mode not in CURATE_MODES:
+            errors.append(("mode", f"must be one of {', '.join(CURATE_MODES)}"))
+        if self.mode == "worldwide" and self.language_engine == "none":
+            errors.append(("mode", "worldwide needs a language engine"))
         errors += _non_negative(self, "min_words", "min_chars")
         if not 0.0 <= self.min_language_score <= 1.0:
             errors.append(("min_language_score", "must be between 0 and 1"))
@@ -260,13 +286,17 @@ class CurateConfig:
         return errors
 
 
+# img2dataset's resize modes (keep_ratio_largest: the largest side becomes image_size).
+RESIZE_MODES = ("keep_ratio", "keep_ratio_largest", "center_crop", "border", "no")
+
+
 @dataclass(frozen=True)
 class ShardsConfig:
     """Image download, image rules, near-dup removal and the webdataset writer."""
 
     samples_per_shard: int = 1000
     image_size: int = 256
-    resize_mode: str = "keep_ratio"  # keep_ratio | center_crop | border | no
+    resize_mode: str = "keep_ratio"  # one of RESIZE_MODES
     resize_only_if_bigger: bool = False
     encode_format: str = "jpg"  # jpg | png | webp
     encode_quality: int = 95
@@ -278,24 +308,29 @@ class ShardsConfig:
     near_dup_radius: int = 3  # Hamming distance on 64-bit pHash
     concurrency: int = 64
     per_host_connections: int = 16
-    timeout: float = 10.0
+    timeout: float = 10.0  # per attempt, body included
+    deadline: float = 30.0  # per image: every attempt, backoff and redirect hop together
     retries: int = 2
     respect_opt_out: bool = True  # X-Robots-Tag noai, noimageai, noindex, noimageindex
     user_agent: str = "OpenWITBot/0.1 (+https://github.com/openwit/openwit)"
     # A copy of the pipeline's `net` (not a key of this table); the sandbox adds its ports.
     net: NetConfig = field(default_factory=NetConfig, metadata={COPY_OF: "net"})
     threads: int = 2  # per fetch task: threads that decode, resize and hash
+    # The watchdog: when no image of a task finishes for this long (far beyond any request's
+    # timeout), the rest are failed as stalled so the run ends; 0: off.
+    stall_seconds: float = 600.0
 
     def check(self) -> list[tuple[str, str]]:
         errors = _positive(
             self, "samples_per_shard", "image_size", "concurrency", "per_host_connections",
-            "timeout", "threads", "max_image_bytes", "max_image_pixels",
+            "timeout", "deadline", "threads", "max_image_bytes", "max_image_pixels",
         )  # fmt: skip
         errors += _non_negative(
-            self, "min_image_side", "min_image_bytes", "near_dup_radius", "retries"
-        )
-        if self.resize_mode not in ("keep_ratio", "center_crop", "border", "no"):
-            errors.append(("resize_mode", "must be keep_ratio, center_crop, border or no"))
+            self, "min_image_side", "min_image_bytes", "near_dup_radius", "retries",
+            "stall_seconds",
+        )  # fmt: skip
+        if self.resize_mode not in RESIZE_MODES:
+            errors.append(("resize_mode", f"must be one of {', '.join(RESIZE_MODES)}"))
         if self.encode_format not in ("jpg", "png", "webp"):
             errors.append(("encode_format", "must be jpg, png or webp"))
         if not 1 <= self.encode_quality <= 100:
@@ -310,14 +345,21 @@ class TrainConfig:
     """The streaming contrastive trainer."""
 
     shards: str = ""  # shard folder, brace pattern or list file; empty means the run's shards
+    # A named open_clip architecture (tiny, demo, ViT-S-32-alt, ViT-B-32; see train.model)
+    # overrides the tower fields below; empty: they describe it.
+    model: str = ""
     image_size: int = 64
     embed_dim: int = 128
-    vision_width: int = 64
+    patch_size: int = 8
+    vision_width: int = 128
+    vision_layers: int = 3
+    vision_head_width: int = 32
     text_width: int = 128
     text_layers: int = 2
     text_heads: int = 4
     context_length: int = 32
-    vocab_size: int = 8192  # hashed word buckets
+    vocab_size: int = 8192  # most BPE ids (markers included) learned from the captions
+    tokenizer_captions: int = 200_000  # captions read to learn the BPE vocabulary
     batch_size: int = 64
     epochs: int = 8
     samples_per_epoch: int = 0  # 0: the number of samples in the shards
@@ -332,11 +374,30 @@ class TrainConfig:
     max_seconds: float = 0.0  # a safety cap on wall time; 0: none (results then vary by machine)
     checkpoint_every: int = 0  # steps; 0: ten checkpoints per run (every total steps / 10)
     eval_set: str = ""  # labelled held-out folder; empty means the sandbox's
+    templates: tuple[str, ...] = ()  # zero-shot prompts ("a photo of a {}."); empty: the set's
+    retrieval_shards: str = ""  # held-out shards for image<->text recall@1/5; empty: none
+    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    compile: bool = False  # torch.compile the model
+    accum_steps: int = 1  # micro-batches per step; the loss is still the full batch's
 
     def check(self) -> list[tuple[str, str]]:
         errors = _positive(
-            self, "image_size", "embed_dim", "batch_size", "epochs", "context_length", "lr"
-        )
+            self, "image_size", "embed_dim", "batch_size", "epochs", "context_length", "lr",
+            "accum_steps", "tokenizer_captions", "patch_size", "vision_width",
+            "vision_head_width", "text_heads",
+        )  # fmt: skip
+        if self.precision not in ("fp32", "bf16"):
+            errors.append(("precision", "must be fp32 or bf16"))
+        if self.batch_size % self.accum_steps:
+            errors.append(("accum_steps", "must divide batch_size"))
+        if self.vocab_size < 259:
+            errors.append(("vocab_size", "must be at least 259: 256 bytes and 3 markers"))
+        if self.context_length < 2:
+            errors.append(("context_length", "must be at least 2: sot and eot"))
+        if not self.model and self.image_size % self.patch_size:
+            errors.append(("patch_size", "must divide image_size"))
+        if not self.model and self.vision_width % self.vision_head_width:
+            errors.append(("vision_head_width", "must divide vision_width"))
         errors += _non_negative(
             self, "samples_per_epoch", "samples", "warmup_steps", "max_seconds", "checkpoint_every"
         )

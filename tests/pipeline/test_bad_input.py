@@ -191,7 +191,7 @@ def jpeg_server() -> Iterator[str]:
 HOSTILE = ["../../../../tmp/evil", "/etc/passwd", "..\\..\\windows", "nul\x00byte", "x" * 300]
 # Every name the project writes under a run folder, and the folders it makes.
 PROJECT_NAMES = re.compile(
-    r"(config\.toml|report\.(json|txt)|[a-z_]+_stats\.json|[a-z]+\.done"
+    r"(config\.toml|report\.(json|txt|html)|[a-z_]+_stats\.json|[a-z]+\.done"
     r"|(part|list|range)(-\d{5})+\.(parquet|done)|\d{5}(\.tar|\.parquet|_stats\.json|\.done)"
     r"|sizes\.json|manifest\.json|entry_counts\.json)"
 )

@@ -45,9 +45,23 @@ def test_unknown_set_key(tmp_path: Path) -> None:
 
 
 def test_report_of_an_empty_run(tmp_path: Path) -> None:
-    result = run_cli("report", "--workdir", str(tmp_path / "run"))
+    (tmp_path / "run").mkdir()
+    result = run_cli("report", str(tmp_path / "run"))
     assert result.returncode == 0, result.stderr
     assert "crawl   not run" in result.stdout
+
+
+def test_report_of_a_missing_folder_is_one_line_and_creates_nothing(tmp_path: Path) -> None:
+    result = run_cli("report", "--workdir", str(tmp_path / "run"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("openwit: error: no run folder")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_stray_argument_is_refused_outside_report(tmp_path: Path) -> None:
+    result = run_cli("curate", str(tmp_path / "run"))
+    assert result.returncode == 2
+    assert "RUN_DIR is for report only" in result.stderr
 
 
 def test_port_in_use_is_one_line_and_loses_nothing(tmp_path: Path) -> None:
