@@ -206,9 +206,15 @@ def download_main(argv: list[str]) -> int:
     )
     from pipeline.stages.download import main as run_download
 
+    return guarded(lambda: run_download(argv), os.getcwd())
+
+
+def guarded(work: Callable[[], object], root: str) -> int:
+    """Run `work`, which writes under `root`: a user error is one line and exit 2, an
+    interrupt one line and 130."""
     try:
-        with run_folder_errors(os.getcwd()):
-            run_download(argv)
+        with run_folder_errors(root):
+            work()
     except user_errors() as exc:
         print(f"openwit: error: {exc}", file=sys.stderr)
         return 2
@@ -235,14 +241,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         config = resolve_config(args)
-        with run_folder_errors(config.root):
-            if is_rank_zero() and args.command != "report":
-                save_config(config, RunLayout(config.root).config_file)
-            run_command(args.command, config, quiet=args.quiet, retry_failed=args.retry_failed)
     except user_errors() as exc:
         print(f"openwit: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("openwit: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
-    return 0
+
+    def work() -> None:
+        if is_rank_zero() and args.command != "report":
+            save_config(config, RunLayout(config.root).config_file)
+        run_command(args.command, config, quiet=args.quiet, retry_failed=args.retry_failed)
+
+    return guarded(work, config.root)
