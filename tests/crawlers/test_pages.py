@@ -252,15 +252,16 @@ def test_pathological_page_does_not_stall_other_fetches(deep_server: FaultServer
 
 
 def test_fetches_keep_completing_while_a_slow_page_is_parsed(deep_server: FaultServer) -> None:
-    """/heavy is fetched first and takes most of a second to parse; the 15 small pages
+    """/heavy is fetched first and takes about a second to parse; the 15 small pages
     behind it are fetched and parsed meanwhile, so their pairs are recorded before its
     own. (Parsed on the event loop, nothing else could finish until it was done.)"""
     deep_server.page_delay = 0.02
-    pairs, stats = run([deep_server.url("/heavy"), deep_server.url("/site/0")])
+    heavy = deep_server.url("/heavy?times=4")  # 7 MB: about 0.9 s to parse on an idle machine
+    pairs, stats = run([heavy, deep_server.url("/site/0")], max_page_bytes=20_000_000)
     assert stats.kept == 16 and len(pairs) == 20_000 + 15 * 3
-    assert next(p for p in deep_server.log.paths if p != "/robots.txt") == "/heavy"
+    assert next(p for p in deep_server.log.paths if p != "/robots.txt") == "/heavy?times=4"
     pages = [p.page_url for p in pairs]
-    heavy_first = pages.index(deep_server.url("/heavy"))
+    heavy_first = pages.index(heavy)
     finished_meanwhile = {url for url in pages[:heavy_first]}
     assert len(finished_meanwhile) >= 8, len(finished_meanwhile)
 
@@ -443,9 +444,11 @@ def test_parsers_that_keep_dying_fail_the_crawl_cleanly(
 def test_a_page_that_parses_too_long_is_given_up(deep_server: FaultServer) -> None:
     async def go(stats: StageStats) -> CrawlState:
         state = CrawlState(":memory:")
-        with ParsePool(timeout=1.0) as parser:  # /heavy?times=4 takes a few seconds
-            seeds = [deep_server.url("/heavy?times=4"), deep_server.url("/site/0")]
-            await crawl_pages(seeds, config(max_page_bytes=20_000_000), stats, state, parser=parser)
+        # /heavy?times=40 (65 MB) takes about 7 s to parse on an idle machine: far past 1 s
+        with ParsePool(timeout=1.0) as parser:
+            seeds = [deep_server.url("/heavy?times=40"), deep_server.url("/site/0")]
+            limits = config(max_page_bytes=100_000_000)
+            await crawl_pages(seeds, limits, stats, state, parser=parser)
         return state
 
     stats = StageStats("crawl")
