@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from pipeline.stages.crawl import run_crawl
 from pipeline.stages.curate import run_curate
 from pipeline.stats import StageStats
 from tests.conftest import REPO, run_cli
+from tests.services import http_server
 
 pytestmark = pytest.mark.slow
 
@@ -53,16 +53,8 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
     """A folder served on 127.0.0.1: images, and pages whose <img> point at them."""
     root = tmp_path_factory.mktemp("site")
-    handler = functools.partial(QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{server.server_address[1]}/"
-    try:
-        yield root, base
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(functools.partial(QuietHandler, directory=str(root))) as base:
+        yield root, base + "/"
 
 
 def photo(path: Path, seed: int) -> None:

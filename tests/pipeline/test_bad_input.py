@@ -10,10 +10,9 @@ import os
 import re
 import subprocess
 import tarfile
-import threading
 import zlib
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pyarrow as pa
@@ -22,6 +21,7 @@ import pytest
 
 from tests.conftest import run_cli
 from tests.pipeline.test_cli import assert_one_line_error
+from tests.services import http_server
 from tests.shards.conftest import photo_jpeg
 
 GOOD_ROWS: list[dict[str, object]] = [
@@ -180,12 +180,8 @@ class AnyJpeg(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def jpeg_server() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), AnyJpeg)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with http_server(AnyJpeg) as base:
+        yield base
 
 
 HOSTILE = ["../../../../tmp/evil", "/etc/passwd", "..\\..\\windows", "nul\x00byte", "x" * 300]

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import tarfile
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -17,6 +16,7 @@ import pytest
 from pipeline.config import PipelineConfig
 from pipeline.stages.download import DownloadOptions, parse_flags, run_download
 from pipeline.stats import StageStats
+from tests.services import http_server
 from tests.shards.conftest import photo_jpeg
 
 BODIES: dict[str, bytes] = {f"/{i}.jpg": photo_jpeg(320, 240, seed=i) for i in range(6)}
@@ -66,12 +66,8 @@ class ImageHandler(BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[str]:
     ImageHandler.hits = {}
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), ImageHandler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with http_server(ImageHandler) as base:
+        yield base.removeprefix("http://")
 
 
 def write_csv(path: Path, host: str, rows: list[tuple[str, str, str]]) -> Path:

@@ -3,9 +3,8 @@ resume), the whole stage on a local image server, and retrying only the failures
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -33,6 +32,7 @@ from pipeline.stages.shards import (
     run_retry_failed,
     run_shards,
 )
+from tests.services import http_server
 from tests.shards.conftest import photo_jpeg
 
 PHOTOS = [f"/img/{i}.jpg" for i in range(5)]
@@ -69,12 +69,8 @@ class ImageHandler(BaseHTTPRequestHandler):
 def server() -> Iterator[str]:
     ImageHandler.hits = {}
     ImageHandler.healed = False
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), ImageHandler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with http_server(ImageHandler) as base:
+        yield base
 
 
 def curated(workdir: Path, base: str, paths: list[str], *extra: str) -> PipelineConfig:
