@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from bench.matching import MetaclipMatcher
+from bench.matching import MetaclipMatcher, metaclip_spacing
 from filters import matching
 from filters.matching import (
     QueryMatcher,
@@ -34,16 +34,6 @@ ENTRIES = [
     "running",
     "Dog",
 ]
-
-
-def metaclip_spacing(text: str) -> str:
-    """MetaCLIP's own spacing, written out as the reference."""
-    spaced = f" {text} "
-    for mark in (",", ".", ";", ":", "?", "!", "`"):
-        spaced = spaced.replace(mark, f" {mark} ")
-    for char in ("\t", "\n", "\r"):
-        spaced = spaced.replace(char, " ")
-    return spaced
 
 
 def test_spacing_is_metaclip_s() -> None:
