@@ -22,7 +22,6 @@ a kill leaves no partial output under a final name.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import shutil
@@ -39,11 +38,9 @@ import pyarrow as pa
 
 from pipeline import storage
 from pipeline.io import TMP_PREFIX, atomic_path, clear_done, mark_done, write_json, write_table
-from shards.layout import parquet_path, shard_name, stats_path, tar_path
+from shards.layout import add_tar_member, parquet_path, shard_name, stats_path, tar_path
 
 OUTPUT_FORMATS = ("webdataset", "parquet", "files")
-TAR_MTIME = 0
-TAR_MODE = 0o444
 SUCCESS = "success"
 FAILED_TO_DOWNLOAD = "failed_to_download"
 FAILED_TO_RESIZE = "failed_to_resize"
@@ -128,11 +125,7 @@ class OutputShardWriter:
             (self._files / name).write_bytes(data)
             return
         assert self._tar is not None
-        info = tarfile.TarInfo(name)
-        info.size, info.mtime, info.mode = len(data), TAR_MTIME, TAR_MODE
-        info.uid = info.gid = 0
-        info.uname = info.gname = ""
-        self._tar.addfile(info, io.BytesIO(data))
+        add_tar_member(self._tar, name, data)
 
     def _write_parquet(self) -> None:
         columns = {name: [row.get(name) for row in self.rows] for name in self.schema.names}

@@ -10,8 +10,10 @@ completed shards only.
 
 from __future__ import annotations
 
+import io
 import math
 import re
+import tarfile
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,7 +26,19 @@ SHARD_DIGITS = 5
 INDEX_DIGITS = 4  # of img2dataset's default 10,000 samples per shard
 SIZES_FILE = "sizes.json"
 MANIFEST_FILE = "manifest.json"
+TAR_MTIME = 0  # every member's mtime, so rewrites are byte-identical
+TAR_MODE = 0o444
 _MARKER = re.compile(rf"^(\d{{{SHARD_DIGITS},}})\.done$")
+
+
+def add_tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    """Add `data` as `name`, with a fixed mtime, mode and owner, so the same samples make
+    the same bytes."""
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), TAR_MTIME, TAR_MODE
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    tar.addfile(info, io.BytesIO(data))
 
 
 def shard_name(shard_id: int) -> str:

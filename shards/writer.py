@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 import json
 import sys
 import tarfile
@@ -47,6 +46,7 @@ from pipeline.stats import StageStats, tally
 from shards.images import SAVE_FORMATS, ProcessedImage
 from shards.layout import (
     INDEX_DIGITS,
+    add_tar_member,
     index_digits,
     parquet_path,
     sample_key,
@@ -55,8 +55,6 @@ from shards.layout import (
     tar_path,
 )
 
-TAR_MTIME = 0  # every member's mtime, so rewrites are byte-identical
-TAR_MODE = 0o444
 # The sample's .json: img2dataset's fields, then ours.
 JSON_FIELDS = (
     "url",
@@ -209,13 +207,7 @@ class ShardWriter:
 
     def _add_member(self, name: str, data: bytes) -> None:
         assert self._tar is not None
-        info = tarfile.TarInfo(name)
-        info.size = len(data)
-        info.mtime = TAR_MTIME
-        info.mode = TAR_MODE
-        info.uid = info.gid = 0
-        info.uname = info.gname = ""
-        self._tar.addfile(info, io.BytesIO(data))
+        add_tar_member(self._tar, name, data)
 
     # ------------------------------------------------------------ counting
 
