@@ -135,6 +135,9 @@ class Executor(abc.ABC):
         """Call `fn(bucket, rows)` once for every bucket in `buckets` (empty ones too), with
         every row the exchange holds for it; yield (bucket, result) as they end."""
 
+    def start(self) -> None:  # noqa: B027 - most executors start on first use
+        """Begin starting workers now, so that they get ready while the caller plans."""
+
     def close(self) -> None:  # noqa: B027 - most executors hold nothing
         """Release workers or cluster connections."""
 

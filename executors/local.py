@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import threading
 import time
@@ -83,6 +84,13 @@ class LocalExecutor(Executor):
         if self._pool is None:
             self._pool = worker_pool(self.workers, self.preload)
         return self._pool
+
+    def start(self) -> None:
+        """Start the server process now: it imports `preload` while the stage plans (the
+        pool itself would start it at the first task)."""
+        if self.workers > 1:
+            _ = self.pool
+            multiprocessing.forkserver.ensure_running()
 
     def map(self, fn: Callable[[T], R], tasks: Sequence[T]) -> Iterator[tuple[int, R]]:
         if self.workers == 1 or len(tasks) <= 1:

@@ -135,11 +135,12 @@ def process_image(
     *,
     draft: bool = True,
     max_pixels_per_byte: int = MAX_PIXELS_PER_BYTE,
+    sha256: str | None = None,
 ) -> ProcessedImage:
     """Decode, orient, hash, resize and encode `data` as `config` asks.
 
     `draft=False` decodes every pixel of a JPEG (as img2dataset does); the output has the
-    same size either way.
+    same size either way. `sha256` is the hex digest of `data` when the caller has it.
     """
     image, original_size = decode_image(data, config, draft, max_pixels_per_byte)
     try:
@@ -158,20 +159,22 @@ def process_image(
         height=resized.height,
         original_width=original_size[0],
         original_height=original_size[1],
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=sha256 or hashlib.sha256(data).hexdigest(),
         phash=phash,
         format=config.encode_format,
     )
 
 
-def process_or_fail(data: bytes, config: ShardsConfig) -> tuple[ProcessedImage | None, str, str]:
+def process_or_fail(
+    data: bytes, config: ShardsConfig, sha256: str | None = None
+) -> tuple[ProcessedImage | None, str, str]:
     """`process_image` as (image, success, "") or, on a failure, (None, status, message).
 
     The entry point of a worker process: it lives here so that a worker imports this
     module and its dependencies only.
     """
     try:
-        return process_image(data, config), STATUS_SUCCESS, ""
+        return process_image(data, config, sha256=sha256), STATUS_SUCCESS, ""
     except ImageProcessError as exc:
         return None, exc.status, str(exc)
 

@@ -47,6 +47,23 @@ S3_ENV = {
 }
 
 
+def reply(
+    handler: http.server.BaseHTTPRequestHandler,
+    status: int,
+    body: bytes,
+    content_type: str = "image/jpeg",
+    headers: dict[str, str] | None = None,
+) -> None:
+    """Answer the request `handler` is serving: `status`, the headers, `body`."""
+    handler.send_response(status)
+    handler.send_header("Content-Type", content_type)
+    for name, value in (headers or {}).items():
+        handler.send_header(name, value)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 @contextlib.contextmanager
 def http_server(handler: Callable[..., http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
     """A threaded HTTP server with `handler` on a free port of 127.0.0.1; yields its base URL

@@ -13,10 +13,13 @@ img2dataset default (which is what runs).
     1. plan (driver): each input file is read once and cut into shards of
        `number_sample_per_shard` rows in input order; shard ids run on across files.
        Each shard's rows go to `_tmp/{shard}.feather`, as img2dataset does.
-    2. download (map, one task per shard): the rows are fetched and processed as in the
-       shards stage; img2dataset's image rules (min_image_size, max_image_area,
-       max_aspect_ratio) and hash check apply; the shard is written in the output format
-       (`shards.formats`), its temporary input removed.
+    2. download (map, one task per shard, `download_task`): the rows are fetched and
+       processed as in the shards stage; img2dataset's image rules (min_image_size,
+       max_image_area, max_aspect_ratio) and hash check apply; the shard is written in the
+       output format (`shards.formats`), its temporary input removed.
+
+The workers' server process starts first and imports the task while this process reads
+the input: this module imports neither the downloader nor the image code.
 
 Output is img2dataset's: key = 10^ceil(log10(samples per shard)) x shard + row index,
 padded to that many digits plus 5; every input row in the shard's parquet with `status`
@@ -38,17 +41,12 @@ from __future__ import annotations
 
 import argparse
 import ast
-import asyncio
-import dataclasses
 import functools
-import hashlib
-import io
 import json
 import logging
 import math
 import re
 import time
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,21 +55,18 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
-from PIL import ExifTags, Image
 
 from executors import make_executor
 from pipeline import storage
 from pipeline.config import PipelineConfig, ShardsConfig, load_config, save_config
 from pipeline.errors import PipelineError
+from pipeline.failures import failure_summary
 from pipeline.io import clear_done, remove_stale_temporaries
 from pipeline.progress import Progress
-from pipeline.record import STATUS_FAILED_DOWNLOAD, STATUS_OPTED_OUT, STATUS_SUCCESS, Pair
-from pipeline.stages.shards import failure_summary, fetch_and_handle
+from pipeline.record import STATUS_FAILED_DOWNLOAD, STATUS_SUCCESS
 from pipeline.stats import StageStats
-from shards.formats import OUTPUT_FORMATS, OutputShardWriter, remove_stale_folders
-from shards.images import process_or_fail
-from shards.layout import index_digits, sample_key, shard_name, stats_path
-from shards.writer import phash_hex
+from shards.formats import OUTPUT_FORMATS, remove_stale_folders
+from shards.layout import shard_name, stats_path
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +96,9 @@ UNSUPPORTED: dict[str, Any] = {
     "user_agent_token": None,
     "oom_shard_count": 5,
 }
-FAILED_TO_RESIZE = "failed_to_resize"
-OPTED_OUT_MESSAGE = "Use of image disallowed by X-Robots-Tag directive"
-EXIF_GROUPS = {0x8769: "EXIF", 0x8825: "GPS", 0xA005: "Interoperability"}
-WORKER_MODULES = ["pipeline.stages.download", "scipy.fftpack"]
+# What the workers' server process imports before it forks them: the shard task and,
+# through it, the downloader and the image code (this module imports neither).
+WORKER_MODULES = ["pipeline.stages.download_task"]
 # Our config and totals, in a folder: img2dataset reads every *.json at the top as a shard.
 RUN_FOLDER = "_run"
 
@@ -278,7 +272,10 @@ def image_overrides(flags: dict[str, Any], options: DownloadOptions) -> list[str
         "shards.max_aspect_ratio": math.inf,
         "shards.min_image_bytes": 0,
         "executor.kind": DISTRIBUTORS[distributor],
-        "executor.workers": int(given.get("processes_count", 1)),
+        # img2dataset's ray distributor ignores processes_count: every shard goes to the
+        # cluster and Ray places them by its CPUs (workers 0). `--set executor.workers=N`,
+        # applied after these, still caps the tasks in flight.
+        "executor.workers": 0 if distributor == "ray" else int(given.get("processes_count", 1)),
         "workdir": options.output_folder,
     }
     if encode_format != "png":  # for png img2dataset's quality is the compression level
@@ -345,8 +342,8 @@ def read_input(location: str, options: DownloadOptions) -> pa.Table:
 def _read(location: str, fmt: str) -> pa.Table:
     compression = "gzip" if fmt.endswith(".gz") else None
     with fsspec.open(location, "rb", compression=compression) as handle:
-        if fmt == "parquet":
-            return pq.read_table(handle)
+        if fmt == "parquet":  # not pq.read_table: its dataset machinery imports pandas
+            return pq.ParquetFile(handle).read()
         if fmt.startswith("txt"):
             lines = handle.read().decode("utf-8").splitlines()
             return pa.table({"url": [line.strip() for line in lines if line.strip()]})
@@ -414,184 +411,11 @@ class DownloadJob:
     config: ShardsConfig
 
 
-@dataclass
-class Sample:
-    """A processed image ready for the output: encoded bytes, the hash asked for, EXIF."""
+def run_shard(job: DownloadJob, spec: tuple[int, str]) -> dict[str, Any]:
+    """The task of shard `spec[0]`, whose rows are in `spec[1]` (`download_task`)."""
+    from pipeline.stages.download_task import download_shard
 
-    data: bytes
-    digest: str | None = None
-    exif: str | None = None
-
-
-def download_shard(job: DownloadJob, spec: tuple[int, str]) -> dict[str, Any]:
-    """One task: download, process and write shard `spec[0]` from its rows in `spec[1]`."""
-    shard, location = spec
-    with storage.open_input(location) as handle:
-        rows = pa.ipc.open_file(handle).read_all()
-    records = rows.to_pylist()
-    digits = index_digits(job.options.number_sample_per_shard)
-    pairs = [
-        Pair(
-            url=_text(record.get("url")), caption=_text(record.get("caption")),
-            source="urllist", key=sample_key(shard, index, digits),
-        )
-        for index, record in enumerate(records)
-    ]  # fmt: skip
-    expected = _expected_hashes(job.options, records)
-    stats = StageStats("download")
-    handle_image = functools.partial(process_row, job=job, expected=expected)
-    results = asyncio.run(fetch_and_handle(pairs, job.config, stats, handle_image))
-    write_output(job, shard, rows.schema, records, results)  # results are in row order
-    storage.remove(location)
-    reasons = Counter(stats.dropped)  # the downloader's (timeout, http_404...)
-    reasons.update(p.drop_reason for p, _ in results if p.drop_reason)  # after download
-    statuses = Counter(output_status(p) for p, _ in results)
-    return {
-        "shard": shard, "rows": len(pairs), "statuses": dict(statuses),
-        "reasons": dict(reasons), "dropped": dict(reasons),
-    }  # fmt: skip
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
-
-
-def _expected_hashes(options: DownloadOptions, records: list[dict[str, Any]]) -> list[str]:
-    """The hash each row's image must have (--verify_hash), in row order; [] if none."""
-    if options.verify_hash is None:
-        return []
-    return [_text(record.get(options.verify_hash[1])) for record in records]
-
-
-def process_row(
-    index: int, pair: Pair, data: bytes, job: DownloadJob, expected: list[str]
-) -> tuple[Pair, Sample | None]:
-    """In a thread: check the hash, process the image, apply img2dataset's image rules."""
-    options = job.options
-    digest = hashlib.new(options.compute_hash, data).hexdigest() if options.compute_hash else None
-    if expected and digest != expected[index]:
-        failed = dataclasses.replace(
-            pair, status=STATUS_FAILED_DOWNLOAD, error_message="hash mismatch",
-            drop_reason="hash mismatch",
-        )  # fmt: skip
-        return failed, None
-    image, status, error = process_or_fail(data, job.config)
-    if image is None:
-        return dataclasses.replace(
-            pair, status=FAILED_TO_RESIZE, error_message=error, drop_reason=status
-        ), None
-    rule = image_rule(image.original_width, image.original_height, options)
-    if rule is not None:
-        message, reason = rule
-        return dataclasses.replace(
-            pair, status=FAILED_TO_RESIZE, error_message=message, drop_reason=reason
-        ), None
-    exif = exif_json(data) if options.extract_exif else None
-    return image.annotate(pair), Sample(image.data, digest, exif)
-
-
-def image_rule(width: int, height: int, options: DownloadOptions) -> tuple[str, str] | None:
-    """img2dataset's rules on the decoded size: (its message, our reason) or None."""
-    if min(width, height) < options.min_image_size:
-        return "image too small", "image:too_small"
-    if width * height > options.max_image_area:
-        return "image area too large", "image:area"
-    if max(width, height) / max(1, min(width, height)) > options.max_aspect_ratio:
-        return "aspect ratio too large", "image:aspect"
-    return None
-
-
-def exif_json(data: bytes) -> str | None:
-    """The EXIF tags as JSON, named as exifread names them ("Image Make"); None if none."""
-    try:
-        exif = Image.open(io.BytesIO(data)).getexif()
-        tags = _named(exif.items(), "Image")
-        for ifd, group in EXIF_GROUPS.items():
-            if ifd in exif:
-                tags.update(_named(exif.get_ifd(ifd).items(), group))
-    except Exception:  # unreadable EXIF is no EXIF, as in img2dataset
-        return None
-    return json.dumps(tags)
-
-
-def _named(items: Any, group: str) -> dict[str, str]:
-    names = ExifTags.GPSTAGS if group == "GPS" else ExifTags.TAGS
-    found = {}
-    for tag, value in items:
-        if tag in EXIF_GROUPS or isinstance(value, bytes):
-            continue
-        found[f"{group} {names.get(tag, tag)}"] = str(value).strip()
-    return found
-
-
-def output_status(pair: Pair) -> str:
-    """img2dataset's three statuses: decode failures are failed_to_resize, opt-outs
-    failed_to_download."""
-    if pair.status == STATUS_OPTED_OUT:
-        return STATUS_FAILED_DOWNLOAD
-    if pair.status in (STATUS_SUCCESS, STATUS_FAILED_DOWNLOAD):
-        return pair.status
-    return FAILED_TO_RESIZE
-
-
-def output_row(
-    options: DownloadOptions, record: dict[str, Any], pair: Pair, sample: Sample | None
-) -> dict[str, Any]:
-    """img2dataset's meta for one row (its `.json` and its parquet row), then ours."""
-    skip = options.verify_hash[1] if options.verify_hash else None
-    row = {name: value for name, value in record.items() if name != skip}
-    status = output_status(pair)
-    message = OPTED_OUT_MESSAGE if pair.status == STATUS_OPTED_OUT else pair.error_message
-    ok = status == STATUS_SUCCESS
-    row |= {
-        "key": pair.key,
-        "status": status,
-        "error_message": None if ok else message,
-        "width": pair.width if ok else None,
-        "height": pair.height if ok else None,
-        "original_width": pair.original_width if ok else None,
-        "original_height": pair.original_height if ok else None,
-    }
-    if options.extract_exif:
-        row["exif"] = sample.exif if sample else None
-    if options.compute_hash:
-        row[options.compute_hash] = sample.digest if sample else None
-    row["phash"] = phash_hex(pair.phash) if ok else None
-    row["image_bytes"] = pair.image_bytes
-    return row
-
-
-def output_schema(options: DownloadOptions, input_schema: pa.Schema) -> pa.Schema:
-    """img2dataset's parquet columns: the input's, key, status... exif, hash; then ours."""
-    fields = list(input_schema)
-    for name in ("key", "status", "error_message"):
-        fields.append(pa.field(name, pa.string()))
-    for name in ("width", "height", "original_width", "original_height"):
-        fields.append(pa.field(name, pa.int32()))
-    if options.extract_exif:
-        fields.append(pa.field("exif", pa.string()))
-    if options.compute_hash and options.compute_hash not in input_schema.names:
-        fields.append(pa.field(options.compute_hash, pa.string()))
-    fields += [pa.field("phash", pa.string()), pa.field("image_bytes", pa.int64())]
-    return pa.schema(fields)
-
-
-def write_output(
-    job: DownloadJob,
-    shard: int,
-    input_schema: pa.Schema,
-    records: list[dict[str, Any]],
-    results: list[tuple[Pair, Sample | None]],
-) -> None:
-    options = job.options
-    schema = output_schema(options, input_schema)
-    with OutputShardWriter(
-        options.output_folder, shard, schema, options.output_format,
-        job.config.encode_format, save_caption=options.caption_col is not None,
-    ) as writer:  # fmt: skip
-        for record, (pair, sample) in zip(records, results, strict=True):
-            row = output_row(options, record, pair, sample)
-            writer.write(row, sample.data if sample and row["status"] == STATUS_SUCCESS else None)
+    return download_shard(job, spec)
 
 
 # ------------------------------------------------------------------ the command
@@ -603,19 +427,21 @@ def run_download(
     """Plan, download every shard on the executor, then the summary; returns the totals."""
     started = time.perf_counter()
     folder = options.output_folder
-    remove_stale_temporaries(folder)  # what a killed run was writing
-    remove_stale_folders(folder)
-    todo = plan_shards(options)
-    save_config(config, storage.join(folder, RUN_FOLDER, "config.toml"))
-    if not todo:
-        log.info("download: every shard of %s is already in %s", options.url_list, folder)
-    job = DownloadJob(options, config.shards)
     executor = make_executor(
         config.executor.kind, config.executor.workers, config.executor.ray_address,
         preload=WORKER_MODULES,
     )  # fmt: skip
-    with executor, Progress("download", "shards", len(todo), quiet) as progress:
-        infos = progress.drain(executor.map(functools.partial(download_shard, job), todo))
+    with executor:
+        executor.start()  # the workers get ready while the input is read
+        remove_stale_temporaries(folder)  # what a killed run was writing
+        remove_stale_folders(folder)
+        todo = plan_shards(options)
+        save_config(config, storage.join(folder, RUN_FOLDER, "config.toml"))
+        if not todo:
+            log.info("download: every shard of %s is already in %s", options.url_list, folder)
+        job = DownloadJob(options, config.shards)
+        with Progress("download", "shards", len(todo), quiet) as progress:
+            infos = progress.drain(executor.map(functools.partial(run_shard, job), todo))
     storage.remove_tree(storage.join(folder, "_tmp"))
     stats = download_stats(infos)
     stats.seconds = time.perf_counter() - started

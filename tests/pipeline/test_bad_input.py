@@ -21,7 +21,7 @@ import pytest
 
 from tests.conftest import run_cli
 from tests.pipeline.test_cli import assert_one_line_error
-from tests.services import http_server
+from tests.services import http_server, reply
 from tests.shards.conftest import photo_jpeg
 
 GOOD_ROWS: list[dict[str, object]] = [
@@ -168,11 +168,7 @@ class AnyJpeg(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         body = photo_jpeg(96, 96, seed=zlib.crc32(self.path.encode()) % 10_000)
-        self.send_response(200)
-        self.send_header("Content-Type", "image/jpeg")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        reply(self, 200, body)
 
     def log_message(self, *args: object) -> None:
         pass

@@ -16,7 +16,7 @@ import pytest
 from pipeline.config import PipelineConfig
 from pipeline.stages.download import DownloadOptions, parse_flags, run_download
 from pipeline.stats import StageStats
-from tests.services import http_server
+from tests.services import http_server, reply
 from tests.shards.conftest import photo_jpeg
 
 BODIES: dict[str, bytes] = {f"/{i}.jpg": photo_jpeg(320, 240, seed=i) for i in range(6)}
@@ -51,13 +51,8 @@ class ImageHandler(BaseHTTPRequestHandler):
         status = 200 if body is not None else 404
         if self.path == "/flaky.jpg" and self.hits[self.path] == 1:
             status, body = 500, b""
-        self.send_response(status)
-        self.send_header("Content-Type", "image/jpeg")
-        if self.path == "/optout.jpg":
-            self.send_header("X-Robots-Tag", "noai")
-        self.send_header("Content-Length", str(len(body or b"")))
-        self.end_headers()
-        self.wfile.write(body or b"")
+        headers = {"X-Robots-Tag": "noai"} if self.path == "/optout.jpg" else None
+        reply(self, status, body or b"", headers=headers)
 
     def log_message(self, *args: object) -> None:
         pass

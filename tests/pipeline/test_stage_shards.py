@@ -32,7 +32,7 @@ from pipeline.stages.shards import (
     run_retry_failed,
     run_shards,
 )
-from tests.services import http_server
+from tests.services import http_server, reply
 from tests.shards.conftest import photo_jpeg
 
 PHOTOS = [f"/img/{i}.jpg" for i in range(5)]
@@ -52,14 +52,9 @@ class ImageHandler(BaseHTTPRequestHandler):
         self.hits[self.path] = self.hits.get(self.path, 0) + 1
         body = BODIES.get(self.path)
         if self.path in FLAKY and not self.healed:
-            body = None
-            self.send_response(500)
+            reply(self, 500, b"")
         else:
-            self.send_response(200 if body is not None else 404)
-        self.send_header("Content-Type", "image/jpeg")
-        self.send_header("Content-Length", str(len(body or b"")))
-        self.end_headers()
-        self.wfile.write(body or b"")
+            reply(self, 200 if body is not None else 404, body or b"")
 
     def log_message(self, *args: object) -> None:
         pass
