@@ -69,7 +69,8 @@ class OutputShardWriter:
         self.encode_format = encode_format
         self.save_caption = save_caption
         self.rows: list[dict[str, Any]] = []
-        self.images: list[bytes | None] = []
+        self.written: list[bool] = []  # whether each row is a sample
+        self.images: list[bytes | None] = []  # each row's image, for the parquet format only
         self.start_time = 0.0
         self._stack = contextlib.ExitStack()
         self._tar: tarfile.TarFile | None = None
@@ -106,13 +107,16 @@ class OutputShardWriter:
 
     @property
     def samples(self) -> int:
-        return sum(1 for image in self.images if image is not None)
+        return sum(self.written)
 
     def write(self, row: dict[str, Any], image: bytes | None) -> None:
         """Record `row` (the schema's values) and, with an image, its sample."""
         self.rows.append(row)
-        self.images.append(image)
-        if image is None or self.output_format == "parquet":
+        self.written.append(image is not None)
+        if self.output_format == "parquet":
+            self.images.append(image)  # into the shard's parquet at the end
+            return
+        if image is None:
             return
         members = {self.encode_format: image, "json": sample_json(row)}
         if self.save_caption:
@@ -135,12 +139,12 @@ class OutputShardWriter:
                 pa.field(self.encode_format, pa.binary()), pa.array(self.images, pa.binary())
             )
             if self.save_caption:
-                captions = [row.get("caption") if image else None for row, image in self._pairs()]
+                captions = [
+                    row.get("caption") if written else None
+                    for row, written in zip(self.rows, self.written, strict=True)
+                ]
                 table = table.append_column("txt", pa.array(captions, pa.string()))
         write_table(parquet_path(self.folder, self.shard_id), table)
-
-    def _pairs(self) -> list[tuple[dict[str, Any], bytes | None]]:
-        return list(zip(self.rows, self.images, strict=True))
 
     def stats(self) -> dict[str, Any]:
         """img2dataset's `_stats.json` fields, then ours."""
