@@ -13,6 +13,7 @@ a config of our own. `OPENWIT_BENCH_IMAGES` changes the number of images (defaul
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import shutil
 import socket
@@ -183,6 +184,16 @@ def measured(command: list[str]) -> Measure:
     return Measure(time.perf_counter() - started, sum(cpu.values()), peak, largest[0])
 
 
+def pillow_build() -> str:
+    """Which Pillow the project runs on: `make venv` builds Pillow-SIMD where it can."""
+    for name, shown in (("pillow-simd", "Pillow-SIMD"), ("pillow", "Pillow")):
+        try:
+            return f"{shown} {importlib.metadata.version(name)}"
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "Pillow (no distribution found)"
+
+
 def img2dataset_command(exe: Path, url_list: Path, out: Path) -> list[str]:
     return [str(exe), "--url_list", str(url_list), "--output_folder", str(out), *FLAGS,
             "--enable_wandb", "False"]  # fmt: skip
@@ -277,6 +288,7 @@ def run() -> BenchResult:
         ours_seconds=ours_run.seconds,
         note=(
             f"nginx on loopback, 640x480 -> 256 keep_ratio, 2 processes x 64 threads, webdataset;"
+            f" ours on {pillow_build()};"
             f" same {len(ours):,} keys and statuses; CPU seconds img2dataset"
             f" {peer_run.cpu_seconds:.1f}, ours {ours_run.cpu_seconds:.1f}; peak RSS img2dataset"
             f" {peer_run.peak_bytes / mib:,.0f} MiB, ours {ours_run.peak_bytes / mib:,.0f} MiB;"

@@ -32,6 +32,9 @@ from tests.shards.conftest import encode, photo_jpeg, photo_like
 RESIZE_DIR = "images/img2dataset_resize_test_image"
 BAD_DIR = "bad_inputs/pillow-Tests-images-subset"
 PROBE = "bad_inputs/pillow-13.0.0-probe-subset.json"
+# Files the probe's Pillow (the 13.0.0 wheel) could not decode for want of a codec that
+# other builds have: Pillow-SIMD built against Debian's libtiff decodes them correctly.
+CODEC_DEPENDENT = {"hopper_webp.tif": "a TIFF in WebP compression (libtiff built with WebP)"}
 WEB_SUFFIXES = (".jpg", ".png", ".gif", ".webp", ".bmp", ".ico", ".tif")
 RESIZE_CASES = [  # img2dataset's test_resizer cases (mode, resize_only_if_bigger)
     ("border", False),
@@ -394,7 +397,7 @@ def test_pillow_bad_input_corpus(shared_data: Path):
         except (ImageDecodeError, ImageResizeError) as exc:
             result = None
             error = exc
-        if outcome.startswith("OK"):
+        if outcome.startswith("OK") or (name in CODEC_DEPENDENT and result is not None):
             assert result is not None, f"{name}: {error}"
             assert decoded(result.data).size == (result.width, result.height)
         else:
