@@ -12,9 +12,10 @@ trickles bytes, or answers every attempt just in time, ends at the deadline
 
 `open_session` builds the one `aiohttp.ClientSession` a stage uses: a DNS cache
 (`DnsCache`: answers kept `net.dns_cache_seconds`, failures a shorter while, one query per
-name however many requests wait for it), a connection cap overall and per host, no
-cookies, and the network policy (`NetConfig`, the pipeline's `net` section) enforced on
-every request, robots.txt and redirect hops included:
+name however many requests wait for it; with the system resolver, one cache per process,
+so the sessions a worker opens one after another, one per shard, share it), a connection
+cap overall and per host, no cookies, and the network policy (`NetConfig`, the pipeline's
+`net` section) enforced on every request, robots.txt and redirect hops included:
 
 - a URL whose host is an address literal is checked before anything is sent;
 - a host name is checked after DNS resolution (`PolicyResolver`): if any address it
@@ -278,6 +279,14 @@ class DnsCache:
         return entry
 
 
+@functools.cache
+def process_dns_cache(ttl: float) -> DnsCache:
+    """This process's cache of system DNS answers kept `ttl` seconds. Sessions open one
+    after another (a worker opens one per shard), each with its own event loop; the cache
+    keeps answers across them and shares a query in flight only within one loop."""
+    return DnsCache(ttl=ttl)
+
+
 class PolicyResolver(AbstractResolver):
     """Resolves through `inner` (aiohttp's default resolver), answers cached in `cache`,
     and refuses the name if any address it resolves to, cached or not, is refused by the
@@ -340,11 +349,17 @@ def open_session(
 ) -> aiohttp.ClientSession:
     """The shared session of a stage (use as `async with`), enforcing `net` (default: no
     non-public address) on every connection; `resolver` replaces the system DNS (tests).
-    DNS answers are cached in `dns_cache`, else in a new `DnsCache` of `net`'s TTL; the
-    connector's own cache is off, so the policy sees every lookup, cached or not."""
+    DNS answers are cached in `dns_cache`, else in this process's cache of `net`'s TTL
+    (a new one when `resolver` is given); the connector's own cache is off, so the policy
+    sees every lookup, cached or not."""
     net = net or NetConfig()
     policy = net_policy(net)
-    cache = dns_cache or DnsCache(ttl=net.dns_cache_seconds)
+    if dns_cache is not None:
+        cache = dns_cache
+    elif resolver is not None:
+        cache = DnsCache(ttl=net.dns_cache_seconds)
+    else:
+        cache = process_dns_cache(net.dns_cache_seconds)
     connector = PolicyConnector(
         policy,
         limit=concurrency,

@@ -25,6 +25,7 @@ from crawlers.fetch import (
     fetch,
     is_public_ip,
     open_session,
+    process_dns_cache,
 )
 from crawlers.images import fetch_images
 from crawlers.pages import crawl
@@ -274,6 +275,23 @@ def test_a_session_resolves_a_name_once_for_many_connections(fault_server: Fault
     results = asyncio.run(go())
     assert all(r.ok for r in results) and fault_server.log.max_in_flight == 8
     assert inner.queries == 1
+
+
+def test_sessions_one_after_another_share_the_process_dns_cache(
+    fault_server: FaultServer,
+) -> None:
+    """A worker opens one session per shard, each in its own event loop: with the system
+    resolver, the second session takes the first one's answer for the name."""
+    ttl = 4321.0  # a cache of this process no other test uses
+    net = NetConfig((f"localhost:{fault_server.port}",), dns_cache_seconds=ttl)
+    url = f"http://localhost:{fault_server.port}/slow?seconds=0"
+
+    async def one_session() -> FetchResult:
+        async with open_session("TestBot/1.0", 2, 2, net) as session:
+            return await fetch(session, url, FetchOptions(timeout=2.0, retries=0, net=net))
+
+    assert asyncio.run(one_session()).ok and asyncio.run(one_session()).ok
+    assert process_dns_cache(ttl).queries == 1
 
 
 def test_a_cancelled_lookup_does_not_fail_those_waiting_for_it() -> None:
