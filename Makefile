@@ -73,7 +73,7 @@ pillow-simd: ## build Pillow-SIMD and put it in .venv in place of Pillow (make v
 	$(BIN)/pip install -q --no-deps --force-reinstall $(VENV)/.pillow-simd/*.whl && \
 	$(BIN)/python -c "import sys; from PIL import features as f; \
 	    missing = [c for c in '$(PILLOW_CODECS)'.split() if not f.check(c)]; \
-	    sys.exit(missing and 'Pillow-SIMD was built without ' + ', '.join(missing))" \
+	    sys.exit('Pillow-SIMD was built without ' + ', '.join(missing) if missing else None)" \
 	  || { $(BIN)/pip uninstall -q -y pillow-simd; $(BIN)/pip install -q "pillow==$$pillow"; exit 1; }
 
 venv: $(BIN)/.installed ## create .venv and install the project (torch CPU first)
