@@ -47,7 +47,6 @@ import logging
 import math
 import re
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import fsspec
@@ -58,30 +57,21 @@ import pyarrow.parquet as pq
 
 from executors import make_executor
 from pipeline import storage
-from pipeline.config import PipelineConfig, ShardsConfig, load_config, save_config
+from pipeline.config import PipelineConfig, load_config, save_config
 from pipeline.errors import PipelineError
 from pipeline.failures import failure_summary
 from pipeline.io import clear_done, remove_stale_temporaries
 from pipeline.progress import Progress
 from pipeline.record import STATUS_FAILED_DOWNLOAD, STATUS_SUCCESS
+from pipeline.stages.download_job import DownloadJob, DownloadOptions
 from pipeline.stats import StageStats
-from shards.formats import OUTPUT_FORMATS, remove_stale_folders
+from shards.formats import remove_stale_folders
 from shards.layout import shard_name, stats_path
 
 log = logging.getLogger(__name__)
 
-INPUT_FORMATS = (
-    "txt", "txt.gz", "csv", "csv.gz", "tsv", "tsv.gz", "json", "jsonl", "jsonl.gz", "parquet"
-)  # fmt: skip
-HASHES = ("md5", "sha256", "sha512")
-INCREMENTAL_MODES = ("incremental", "overwrite", "extend")
 DISTRIBUTORS = {"multiprocessing": "local", "ray": "ray"}
 DEFAULT_DIRECTIVES = ("noai", "noimageai", "noindex", "noimageindex")
-# img2dataset's reserved names: save_additional_columns may not use them.
-RESERVED = frozenset(
-    {"key", "caption", "url", "width", "height", "original_width", "original_height",
-     "status", "error_message", "exif", "md5", "sha256", "sha512"}
-)  # fmt: skip
 # img2dataset flags not carried out here, with the default that is what runs.
 UNSUPPORTED: dict[str, Any] = {
     "enable_wandb": False,
@@ -104,57 +94,6 @@ RUN_FOLDER = "_run"
 
 
 # ------------------------------------------------------------------ the flags
-
-
-@dataclass(frozen=True)
-class DownloadOptions:
-    """img2dataset's flags that are not image settings (those go to `ShardsConfig`)."""
-
-    url_list: str
-    output_folder: str = "images"
-    input_format: str = "txt"
-    url_col: str = "url"
-    caption_col: str | None = None
-    save_additional_columns: tuple[str, ...] = ()
-    output_format: str = "files"
-    number_sample_per_shard: int = 10000
-    compute_hash: str | None = "sha256"
-    verify_hash: tuple[str, str] | None = None
-    incremental_mode: str = "incremental"
-    extract_exif: bool = True
-    max_image_area: float = math.inf
-    max_aspect_ratio: float = math.inf
-    min_image_size: int = 0
-
-    @property
-    def columns(self) -> list[str]:
-        """img2dataset's column list: additional columns, caption, hash, url."""
-        names = list(self.save_additional_columns)
-        if self.caption_col is not None:
-            names.append("caption")
-        if self.verify_hash is not None:
-            names.append(self.verify_hash[1])
-        return [*names, "url"]
-
-    def check(self) -> None:
-        problems = []
-        if self.input_format not in INPUT_FORMATS:
-            problems.append(f"--input_format must be one of {', '.join(INPUT_FORMATS)}")
-        if self.output_format not in OUTPUT_FORMATS:
-            problems.append(f"--output_format must be one of {', '.join(OUTPUT_FORMATS)}")
-        if self.incremental_mode not in INCREMENTAL_MODES:
-            problems.append(f"--incremental_mode must be one of {', '.join(INCREMENTAL_MODES)}")
-        if self.compute_hash not in (None, *HASHES):
-            problems.append(f"--compute_hash must be one of {', '.join(HASHES)} or None")
-        if self.verify_hash is not None and self.verify_hash[1] != self.compute_hash:
-            problems.append("--verify_hash's hash type must be the --compute_hash type")
-        if self.number_sample_per_shard <= 0:
-            problems.append("--number_sample_per_shard must be positive")
-        reserved = sorted(RESERVED.intersection(self.save_additional_columns))
-        if reserved:
-            problems.append(f"--save_additional_columns cannot use {', '.join(reserved)}")
-        if problems:
-            raise PipelineError("download: " + "; ".join(problems))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -401,14 +340,6 @@ def write_rows(tmp: str, shard: int, rows: pa.Table) -> str:
 
 
 # ------------------------------------------------------------------ pass 2: download
-
-
-@dataclass(frozen=True)
-class DownloadJob:
-    """What a shard task needs, pickled to whichever worker runs it."""
-
-    options: DownloadOptions
-    config: ShardsConfig
 
 
 def run_shard(job: DownloadJob, spec: tuple[int, str]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from PIL import ExifTags, Image
 
 from pipeline import storage
 from pipeline.record import STATUS_FAILED_DOWNLOAD, STATUS_OPTED_OUT, STATUS_SUCCESS, Pair
-from pipeline.stages.download import DownloadJob, DownloadOptions
+from pipeline.stages.download_job import DownloadJob, DownloadOptions
 from pipeline.stages.shards import fetch_and_handle
 from pipeline.stats import StageStats
 from shards.formats import OutputShardWriter
