@@ -1,7 +1,8 @@
 """The task of `python -m pipeline download`: one shard's rows downloaded, processed and
 written in img2dataset's output format. It runs in the workers (whose server process
-imports it first), so the command's own process never imports the downloader or the
-image code; see `pipeline.stages.download` for the command and the output it writes.
+imports it first), so the command's own process imports the downloader and the image code
+only when it runs the tasks itself (one process); see `pipeline.stages.download` for the
+command and the output it writes.
 """
 
 from __future__ import annotations
