@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from html import escape
 from http import HTTPStatus
@@ -242,22 +239,12 @@ class BrowseHandler(BaseHTTPRequestHandler):
         log.debug("%s %s", self.address_string(), format % args)
 
 
+def browse_handler(browser: ShardBrowser) -> type[BrowseHandler]:
+    """The request handler class that serves `browser`."""
+    return type("Handler", (BrowseHandler,), {"browser": browser})
+
+
 def make_server(
     browser: ShardBrowser, port: int = 0, host: str = "127.0.0.1"
 ) -> ThreadingHTTPServer:
-    handler = type("Handler", (BrowseHandler,), {"browser": browser})
-    return ThreadingHTTPServer((host, port), handler)
-
-
-@contextmanager
-def serve_in_thread(path: str, port: int = 0) -> Iterator[str]:
-    """Serve the shard set at `path` in a background thread; yields its base URL."""
-    server = make_server(ShardBrowser(path), port)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    return ThreadingHTTPServer((host, port), browse_handler(browser))

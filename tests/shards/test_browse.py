@@ -18,11 +18,12 @@ import pytest
 
 from pipeline import storage
 from pipeline.record import Pair
-from shards.browse import PAGE_SIZE, ShardBrowser, serve_in_thread
+from shards.browse import PAGE_SIZE, ShardBrowser, browse_handler
 from shards.images import ProcessedImage
 from shards.writer import ShardWriter
 from tests.browser import Chromium, chromium  # noqa: F401 (the fixture)
 from tests.conftest import REPO
+from tests.services import http_server
 from tests.shards.conftest import photo_jpeg
 
 COLOURS = ("red", "green", "blue")
@@ -102,7 +103,7 @@ async def drive(browser: Chromium, base: str, shot: Path) -> dict[str, Any]:
 
 
 def test_browse_shards_in_chromium(shard_dir: Path, chromium: Chromium, tmp_path: Path) -> None:  # noqa: F811
-    with serve_in_thread(str(shard_dir)) as base:
+    with http_server(browse_handler(ShardBrowser(str(shard_dir)))) as base:
         found = asyncio.run(drive(chromium, base, tmp_path / "browse.png"))
     assert found["errors"] == []
     assert found["first"] == [
@@ -133,7 +134,7 @@ def fetch(url: str) -> tuple[int, bytes, str]:
 def test_members_are_the_tar_bytes(shard_dir: Path) -> None:
     pairs = [p for p, image in sample_pairs() if image is not None]
     images = [image for _, image in sample_pairs() if image is not None]
-    with serve_in_thread(str(shard_dir)) as base:
+    with http_server(browse_handler(ShardBrowser(str(shard_dir)))) as base:
         status, body, kind = fetch(base + "/image/45")
         assert (status, kind) == (200, "image/jpeg") and body == images[45].data
         status, body, _ = fetch(base + "/sample/45.json")
