@@ -315,7 +315,8 @@ class ShardsConfig:
     user_agent: str = "OpenWITBot/0.1 (+https://github.com/openwit/openwit)"
     # A copy of the pipeline's `net` (not a key of this table); the sandbox adds its ports.
     net: NetConfig = field(default_factory=NetConfig, metadata={COPY_OF: "net"})
-    threads: int = 2  # per fetch task: threads that decode, resize and hash
+    # per fetch task: threads that decode, resize and hash; 0: the event loop's own thread
+    threads: int = 2
     # The watchdog: when no image of a task finishes for this long (far beyond any request's
     # timeout), the rest are failed as stalled so the run ends; 0: off.
     stall_seconds: float = 600.0
@@ -323,11 +324,11 @@ class ShardsConfig:
     def check(self) -> list[tuple[str, str]]:
         errors = _positive(
             self, "samples_per_shard", "image_size", "concurrency", "per_host_connections",
-            "timeout", "deadline", "threads", "max_image_bytes", "max_image_pixels",
+            "timeout", "deadline", "max_image_bytes", "max_image_pixels",
         )  # fmt: skip
         errors += _non_negative(
             self, "min_image_side", "min_image_bytes", "near_dup_radius", "retries",
-            "stall_seconds",
+            "stall_seconds", "threads",
         )  # fmt: skip
         if self.resize_mode not in RESIZE_MODES:
             errors.append(("resize_mode", f"must be one of {', '.join(RESIZE_MODES)}"))

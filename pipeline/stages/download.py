@@ -45,6 +45,7 @@ import functools
 import json
 import logging
 import math
+import os
 import re
 import time
 from typing import Any
@@ -205,7 +206,9 @@ def image_overrides(flags: dict[str, Any], options: DownloadOptions) -> list[str
         "shards.timeout": float(given.get("timeout", 10)),
         "shards.concurrency": threads,
         "shards.per_host_connections": threads,
-        "shards.threads": processing_threads(threads),
+        "shards.threads": processing_threads(
+            threads, distributor, int(given.get("processes_count", 1))
+        ),
         "shards.respect_opt_out": directives is None or bool(directives),
         "shards.min_image_side": 0,
         "shards.max_aspect_ratio": math.inf,
@@ -222,10 +225,14 @@ def image_overrides(flags: dict[str, Any], options: DownloadOptions) -> list[str
     return [f"{key}={toml_value(value)}" for key, value in values.items()]
 
 
-def processing_threads(thread_count: int) -> int:
-    """Threads that decode, resize and encode in each process: one per 8 of img2dataset's
-    download threads, 2 to 16. Pillow releases the GIL, and on a machine shared with other
-    work the scheduler gives a process CPU by its runnable threads."""
+def processing_threads(thread_count: int, distributor: str, processes: int) -> int:
+    """Threads that decode, resize and encode in each process. 0 (in the event loop's
+    thread, see `fetch_and_handle`) where each process has a core to itself: on Ray, which
+    gives each task a CPU, and with at least as many processes as cores. Otherwise one per
+    8 of img2dataset's download threads, 2 to 16: Pillow releases the GIL, so one process
+    decodes on several cores."""
+    if distributor == "ray" or processes >= (os.cpu_count() or 1):
+        return 0
     return max(2, min(16, thread_count // 8))
 
 

@@ -39,7 +39,7 @@ def test_saved_config_round_trips(tmp_path: Path) -> None:
         ("shards.resize_mode=stretch", "shards.resize_mode: must be"),
         ("curate.min_language_score=2.0", "curate.min_language_score"),
         ("shards.per_host_connections=0", "shards.per_host_connections: must be positive"),
-        ("shards.threads=0", "shards.threads: must be positive"),
+        ("shards.threads=-1", "shards.threads: must not be negative"),
         ("executor.kind=spark", "executor.kind: must be one of local, ray"),
         ("executor.workers=0", "executor.workers: must be positive"),
         ("part_rows=0", "part_rows: must be positive"),

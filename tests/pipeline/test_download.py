@@ -23,7 +23,13 @@ import pytest
 from PIL import Image
 
 from pipeline.errors import PipelineError
-from pipeline.stages.download import DownloadOptions, parse_flags, read_input, run_download
+from pipeline.stages.download import (
+    DownloadOptions,
+    parse_flags,
+    processing_threads,
+    read_input,
+    run_download,
+)
 from tests.conftest import REPO, run_cli
 from tests.pipeline.test_download_support import (
     BODIES,
@@ -95,8 +101,23 @@ def test_same_output_on_one_or_two_processes(tmp_path: Path, server: str):
     flags = [f for f in LAYOUT_FLAGS if f not in ("--processes_count", "2")]
     download(server, url_list, tmp_path / "one", *flags, "--processes_count", "1")
     download(server, url_list, tmp_path / "two", *flags, "--processes_count", "2")
+    # the images processed in the event loop's thread, not in threads
+    inline = ["--processes_count", "1", "--set", "shards.threads=0"]
+    download(server, url_list, tmp_path / "inline", *flags, *inline)
     for name in ("00000.tar", "00001.tar", "00000.parquet", "00001.parquet"):
-        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+        expected = (tmp_path / "one" / name).read_bytes()
+        assert (tmp_path / "two" / name).read_bytes() == expected
+        assert (tmp_path / "inline" / name).read_bytes() == expected
+
+
+def test_processing_threads_follow_the_cores():
+    cores = os.cpu_count() or 1
+    assert processing_threads(64, "multiprocessing", cores) == 0  # a core per process
+    assert processing_threads(64, "ray", 1) == 0  # Ray gives each task a CPU
+    if cores > 1:
+        assert processing_threads(64, "multiprocessing", 1) == 8
+        assert processing_threads(4, "multiprocessing", 1) == 2
+        assert processing_threads(1024, "multiprocessing", 1) == 16
 
 
 @pytest.mark.parametrize("output_format", ["parquet", "files"])
