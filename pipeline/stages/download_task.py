@@ -33,6 +33,7 @@ from shards.writer import phash_hex
 FAILED_TO_RESIZE = "failed_to_resize"
 OPTED_OUT_MESSAGE = "Use of image disallowed by X-Robots-Tag directive"
 EXIF_GROUPS = {0x8769: "EXIF", 0x8825: "GPS", 0xA005: "Interoperability"}
+NO_TAGS = json.dumps({})
 
 
 @dataclass
@@ -125,6 +126,8 @@ def image_rule(width: int, height: int, options: DownloadOptions) -> tuple[str, 
 
 def exif_json(data: bytes) -> str | None:
     """The EXIF tags as JSON, named as exifread names them ("Image Make"); None if none."""
+    if jpeg_without_app1(data):  # no EXIF and no XMP: nothing to read, no decoder to open
+        return NO_TAGS
     try:
         exif = Image.open(io.BytesIO(data)).getexif()
         tags = _named(exif.items(), "Image")
@@ -134,6 +137,26 @@ def exif_json(data: bytes) -> str | None:
     except Exception:  # unreadable EXIF is no EXIF, as in img2dataset
         return None
     return json.dumps(tags)
+
+
+def jpeg_without_app1(data: bytes) -> bool:
+    """Whether `data` is a JPEG whose headers, up to the scan, have no APP1 segment (the one
+    EXIF and XMP live in). False when unsure: anything but a plain run of segments."""
+    if not data.startswith(b"\xff\xd8"):
+        return False
+    at = 2
+    while at + 4 <= len(data):
+        if data[at] != 0xFF:
+            return False
+        marker = data[at + 1]
+        if marker == 0xE1:  # APP1
+            return False
+        if marker == 0xDA:  # start of scan: the headers are over
+            return True
+        if marker in (0xFF, 0x00, 0xD8) or 0xD0 <= marker <= 0xD7 or marker == 0x01:
+            return False  # fill bytes or a marker without a length: leave it to Pillow
+        at += 2 + int.from_bytes(data[at + 2 : at + 4], "big")
+    return False
 
 
 def _named(items: Any, group: str) -> dict[str, str]:
