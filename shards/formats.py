@@ -25,7 +25,6 @@ import contextlib
 import json
 import os
 import shutil
-import tarfile
 import tempfile
 import time
 from collections import Counter
@@ -38,7 +37,7 @@ import pyarrow as pa
 
 from pipeline import storage
 from pipeline.io import TMP_PREFIX, atomic_path, clear_done, mark_done, write_json, write_table
-from shards.layout import add_tar_member, parquet_path, shard_name, stats_path, tar_path
+from shards.layout import TarWriter, parquet_path, shard_name, stats_path, tar_path
 
 OUTPUT_FORMATS = ("webdataset", "parquet", "files")
 SUCCESS = "success"
@@ -73,7 +72,7 @@ class OutputShardWriter:
         self.images: list[bytes | None] = []  # each row's image, for the parquet format only
         self.start_time = 0.0
         self._stack = contextlib.ExitStack()
-        self._tar: tarfile.TarFile | None = None
+        self._tar: TarWriter | None = None
         self._files: Path | None = None
 
     def __enter__(self) -> OutputShardWriter:
@@ -82,7 +81,7 @@ class OutputShardWriter:
         self.start_time = time.time()
         if self.output_format == "webdataset":
             tmp = self._stack.enter_context(atomic_path(tar_path(self.folder, self.shard_id)))
-            self._tar = tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT)
+            self._tar = TarWriter(tmp)
         elif self.output_format == "files":
             target = storage.join(self.folder, self.name)
             storage.remove_tree(target)
@@ -129,7 +128,7 @@ class OutputShardWriter:
             (self._files / name).write_bytes(data)
             return
         assert self._tar is not None
-        add_tar_member(self._tar, name, data)
+        self._tar.add(name, data)
 
     def _write_parquet(self) -> None:
         columns = {name: [row.get(name) for row in self.rows] for name in self.schema.names}

@@ -25,7 +25,6 @@ import contextlib
 import dataclasses
 import json
 import sys
-import tarfile
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -46,7 +45,7 @@ from pipeline.stats import StageStats, tally
 from shards.images import SAVE_FORMATS, ProcessedImage
 from shards.layout import (
     INDEX_DIGITS,
-    add_tar_member,
+    TarWriter,
     index_digits,
     parquet_path,
     sample_key,
@@ -111,7 +110,7 @@ class ShardWriter:
         self.samples = 0
         self.start_time = 0.0
         self._stack = contextlib.ExitStack()
-        self._tar: tarfile.TarFile | None = None
+        self._tar: TarWriter | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -121,7 +120,7 @@ class ShardWriter:
         self._remove_outputs()
         self.start_time = time.time()
         tmp = self._stack.enter_context(atomic_path(tar_path(self.folder, self.shard_id)))
-        self._tar = tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT)
+        self._tar = TarWriter(tmp)
         return self
 
     def __exit__(
@@ -207,7 +206,7 @@ class ShardWriter:
 
     def _add_member(self, name: str, data: bytes) -> None:
         assert self._tar is not None
-        add_tar_member(self._tar, name, data)
+        self._tar.add(name, data)
 
     # ------------------------------------------------------------ counting
 
