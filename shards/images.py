@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import imagehash
 import numpy as np
-from PIL import Image, ImageCms
+from PIL import Image, ImageCms, ImageFile, features
 
 from pipeline.config import ShardsConfig
 from pipeline.record import STATUS_FAILED_DECODE, STATUS_FAILED_RESIZE, STATUS_SUCCESS, Pair
@@ -74,6 +74,7 @@ SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 # Ghostscript, PSD, the FLI/BLP/DDS fuzz crashes...) is an unidentified image.
 WEB_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "BMP", "ICO", "TIFF")
 SAVE_FORMATS = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}
+LIBJPEG_TURBO = bool(features.check_feature("libjpeg_turbo"))
 
 
 class ImageProcessError(Exception):
@@ -249,6 +250,8 @@ def _decode(
     declared = image.size
     if draft and image.format in ("JPEG", "MPO"):
         _draft(image, config)
+    if image.format in ("JPEG", "MPO"):
+        _decode_to_rgbx(image)
     image.load()  # before EXIF: some plugins load pixels to find it, and must fail here
     check_declared_size(image.size, config.max_image_pixels)  # some plugins resize on load
     orientation = _orientation(image)
@@ -300,6 +303,18 @@ def _draft(image: Image.Image, config: ShardsConfig) -> None:
     if target == image.size:
         return
     image.draft("RGB", (int(target[0] * DRAFT_GAP), int(target[1] * DRAFT_GAP)))
+
+
+def _decode_to_rgbx(image: ImageFile.ImageFile) -> None:
+    """Have libjpeg-turbo write an RGB JPEG's pixels in Pillow's own 4-byte layout (its
+    JCS_EXT_RGBX output), so that Pillow copies them as they are instead of widening each
+    3-byte pixel: the same pixels, ~5% less decode time. Only for a single-tile RGB decode
+    and where Pillow's libjpeg is libjpeg-turbo (plain libjpeg has no RGBX output)."""
+    if not LIBJPEG_TURBO or image.mode != "RGB" or len(image.tile) != 1:
+        return
+    tile = image.tile[0]
+    if tile.codec_name == "jpeg" and tile.args == ("RGB", ""):
+        image.tile = [tile._replace(args=("RGBX", ""))]
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -509,3 +509,24 @@ def test_keep_ratio_largest_brings_the_largest_side_to_the_size():
     config = ShardsConfig(image_size=256, resize_mode="keep_ratio_largest")
     image = process_image(photo_jpeg(640, 480, seed=3), config)
     assert (image.width, image.height) == (256, 192)
+
+
+def test_rgbx_decoding_gives_the_same_pixels(shared_data: Path, monkeypatch: pytest.MonkeyPatch):
+    """libjpeg-turbo's RGBX output (`_decode_to_rgbx`) changes the speed, not a pixel: real
+    photos, progressive, greyscale, CMYK and draft-reduced JPEGs decode alike either way."""
+    import shards.images as images
+
+    samples = [p.read_bytes() for p in sorted(shared_data.glob("images/**/*.jpg"))]
+    photo = photo_like(900, 700, seed=21)
+    samples += [encode(photo, "JPEG", progressive=True), encode(photo.convert("L"), "JPEG")]
+    samples.append(encode(photo.convert("CMYK"), "JPEG"))
+    assert len(samples) > 5
+    opened = Image.open(io.BytesIO(samples[0]))
+    images._decode_to_rgbx(opened)
+    assert opened.tile[0].args == (("RGBX", "") if images.LIBJPEG_TURBO else ("RGB", ""))
+    for draft in (False, True):
+        fast = [decode_image(d, ShardsConfig(), draft)[0].tobytes() for d in samples]
+        with monkeypatch.context() as patch:
+            patch.setattr(images, "LIBJPEG_TURBO", False)
+            plain = [decode_image(d, ShardsConfig(), draft)[0].tobytes() for d in samples]
+        assert fast == plain
