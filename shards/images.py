@@ -248,9 +248,9 @@ def _decode(
     check_declared_size(image.size, config.max_image_pixels)
     check_plausible_size(image.size, len(data), max_pixels_per_byte)
     declared = image.size
-    if draft and image.format in ("JPEG", "MPO"):
-        _draft(image, config)
     if image.format in ("JPEG", "MPO"):
+        if draft:
+            _draft(image, config)
         _decode_to_rgbx(image)
     image.load()  # before EXIF: some plugins load pixels to find it, and must fail here
     check_declared_size(image.size, config.max_image_pixels)  # some plugins resize on load
