@@ -34,6 +34,10 @@ FAILED_TO_RESIZE = "failed_to_resize"
 OPTED_OUT_MESSAGE = "Use of image disallowed by X-Robots-Tag directive"
 EXIF_GROUPS = {0x8769: "EXIF", 0x8825: "GPS", 0xA005: "Interoperability"}
 NO_TAGS = json.dumps({})
+# pyarrow imports pandas (where it is installed) on its first conversion from Python
+# objects: have that happen once here, in the workers' server process, not in every worker
+# as it writes its first shard (~0.25 s of each worker's time).
+pa.array([])
 
 
 @dataclass

@@ -511,22 +511,53 @@ def test_keep_ratio_largest_brings_the_largest_side_to_the_size():
     assert (image.width, image.height) == (256, 192)
 
 
-def test_rgbx_decoding_gives_the_same_pixels(shared_data: Path, monkeypatch: pytest.MonkeyPatch):
-    """libjpeg-turbo's RGBX output (`_decode_to_rgbx`) changes the speed, not a pixel: real
-    photos, progressive, greyscale, CMYK and draft-reduced JPEGs decode alike either way."""
+def test_fast_jpeg_decoding_gives_the_same_pixels(
+    shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """simplejpeg's decoder (`_decode_turbo`) and libjpeg-turbo's RGBX output
+    (`_decode_to_rgbx`) change the speed, not a pixel nor a verdict: real photos,
+    progressive, 4:4:4, rotated, greyscale, CMYK, damaged and draft-reduced JPEGs decode
+    alike with them and with Pillow's plain decoder."""
     import shards.images as images
 
     samples = [p.read_bytes() for p in sorted(shared_data.glob("images/**/*.jpg"))]
     photo = photo_like(900, 700, seed=21)
-    samples += [encode(photo, "JPEG", progressive=True), encode(photo.convert("L"), "JPEG")]
-    samples.append(encode(photo.convert("CMYK"), "JPEG"))
-    assert len(samples) > 5
+    exif = photo.getexif()
+    exif[0x0112] = 6  # rotated 90 degrees
+    plain_jpeg = encode(photo, "JPEG")
+    samples += [plain_jpeg, encode(photo, "JPEG", progressive=True)]
+    samples.append(encode(photo, "JPEG", subsampling=0))  # 4:4:4
+    samples += [encode(photo, "JPEG", exif=exif), encode(photo.convert("L"), "JPEG")]
+    samples += [encode(photo.convert("CMYK"), "JPEG"), plain_jpeg[: len(plain_jpeg) // 2]]
+    samples.append(plain_jpeg[:600] + b"\0" * 9 + plain_jpeg[600:])  # libjpeg warns, Pillow decodes
+    assert len(samples) > 10
     opened = Image.open(io.BytesIO(samples[0]))
     images._decode_to_rgbx(opened)
     assert opened.tile[0].args == (("RGBX", "") if images.LIBJPEG_TURBO else ("RGB", ""))
-    for draft in (False, True):
-        fast = [decode_image(d, ShardsConfig(), draft)[0].tobytes() for d in samples]
+
+    def outcome(data: bytes, config: ShardsConfig, draft: bool) -> object:
+        try:
+            image, size = decode_image(data, config, draft)
+        except ImageDecodeError as exc:
+            return exc.reason
+        return size, image.size, np.asarray(image.convert("RGB")).tobytes()
+
+    turbo = images._decode_turbo
+    used: list[bool] = []
+
+    def counted(image: Image.Image, data: bytes) -> Image.Image | None:
+        found = turbo(image, data)
+        used.append(found is not None)
+        return found
+
+    monkeypatch.setattr(images, "_decode_turbo", counted)
+    small = ShardsConfig(image_size=64)
+    for config, draft in ((ShardsConfig(), False), (ShardsConfig(), True), (small, True)):
+        fast = [outcome(d, config, draft) for d in samples]
         with monkeypatch.context() as patch:
             patch.setattr(images, "LIBJPEG_TURBO", False)
-            plain = [decode_image(d, ShardsConfig(), draft)[0].tobytes() for d in samples]
+            patch.setattr(images, "_decode_turbo", lambda *a: None)
+            plain = [outcome(d, config, draft) for d in samples]
         assert fast == plain
+    assert sum(used) >= 3 * 6 and not all(used)  # taken for the plain RGB ones only
+    assert isinstance(fast[-2], str)  # the truncated one fails either way
