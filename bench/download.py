@@ -4,9 +4,9 @@ Both fetch the same photo-like 640x480 JPEGs from nginx on loopback, resize them
 (keep_ratio: the smallest side becomes 256) and write webdataset shards of 1,000 samples,
 with 2 processes and 64 threads each; both are run as commands and measured in the same
 run, wall clock and peak resident memory of the process tree. The outputs must agree:
-the same keys with the same statuses. Then ours runs on 1,000 and 10,000 URLs (the
-10,000 repeat the images under distinct query strings) to show its memory is flat in N,
-and img2dataset on the 10,000 too: the ratio once start-up weighs little.
+the same keys with the same statuses. Then both run on 10,000 URLs (the images repeated
+under distinct query strings), interleaved as on the 2,000: the ratio once start-up weighs
+little; and ours on 1,000 too, to show its memory is flat in N.
 img2dataset runs from its own virtual environment (`.venv-bench`, created on first use:
 its pins clash with the project's); nginx is Debian's, started here on a free port with
 a config of our own. `OPENWIT_BENCH_IMAGES` changes the number of images (default 2,000).
@@ -222,14 +222,23 @@ def write_url_list(path: Path, urls: list[str]) -> Path:
     return path
 
 
-def memory_in_n(names: list[str], base: str, root: Path, port: int) -> list[tuple[int, Measure]]:
-    """Our command at each size of MEMORY_URLS."""
-    found = []
-    for n in MEMORY_URLS:
-        urls = [f"{base}/{names[i % len(names)]}?n={i}" for i in range(n)]
-        url_list = write_url_list(root / f"urls-{n}.parquet", urls)
-        found.append((n, measured(our_command(url_list, root / f"ours-{n}", port))))
-    return found
+def large_list(names: list[str], base: str, root: Path, n: int) -> Path:
+    """`n` URLs: the images repeated under distinct query strings."""
+    urls = [f"{base}/{names[i % len(names)]}?n={i}" for i in range(n)]
+    return write_url_list(root / f"urls-{n}.parquet", urls)
+
+
+def memory_in_n(
+    names: list[str], base: str, root: Path, port: int, exe: Path
+) -> tuple[list[tuple[int, Measure]], Measure]:
+    """Ours on each size of MEMORY_URLS, and img2dataset's best run on the largest: ours
+    on the smaller sizes alone, on the largest side by side with img2dataset."""
+    small, large = MEMORY_URLS[:-1], MEMORY_URLS[-1]
+    found = [(n, measured(our_command(large_list(names, base, root, n), root / f"ours-n{n}", port)))
+             for n in small]  # fmt: skip
+    url_list = large_list(names, base, root, large)
+    peer, ours = side_by_side(exe, url_list, root / f"n{large}", port)
+    return [*found, (large, ours)], peer
 
 
 def large_ratio(peer: Measure | None, memory: list[tuple[int, Measure]]) -> str:
@@ -245,8 +254,9 @@ def large_ratio(peer: Measure | None, memory: list[tuple[int, Measure]]) -> str:
 
 def side_by_side(exe: Path, url_list: Path, root: Path, port: int) -> tuple[Measure, Measure]:
     """img2dataset, ours, ours, img2dataset: each tool's faster run, so that a burst of
-    load from other users of the machine hits both alike."""
+    load from other users of the machine hits both alike. Outputs go to `root/<tool>-<i>`."""
     runs: dict[str, list[Measure]] = {"peer": [], "ours": []}
+    root.mkdir(parents=True, exist_ok=True)
     for index, tool in enumerate(("peer", "ours", "ours", "peer")):
         out = root / f"{tool}-{index}"
         command = (
@@ -271,14 +281,10 @@ def run() -> BenchResult:
             url_list = write_url_list(root / "urls.parquet", [f"{base}/{n}" for n in names])
             peer_run, ours_run = side_by_side(exe, url_list, root, port)
             peer, ours = key_statuses(root / "peer-0"), key_statuses(root / "ours-1")
-            memory = (
-                memory_in_n(names, base, root, port)
-                if os.environ.get("OPENWIT_BENCH_MEMORY", "1") == "1"
-                else []
-            )
-            # img2dataset on the largest list too: the ratio once start-up weighs little
-            big = root / f"urls-{max(MEMORY_URLS)}.parquet"
-            peer_large = measured(img2dataset_command(exe, big, root / "n")) if memory else None
+            memory: list[tuple[int, Measure]] = []
+            peer_large = None
+            if os.environ.get("OPENWIT_BENCH_MEMORY", "1") == "1":
+                memory, peer_large = memory_in_n(names, base, root, port, exe)
         finally:
             process.terminate()
             process.wait()
