@@ -283,15 +283,13 @@ async def fetch_and_handle(
     # Each pair is tagged with its position (in `key`, restored on the way out).
     tagged = [dataclasses.replace(pair, key=str(index)) for index, pair in enumerate(pairs)]
     inline = config.threads == 0
-    threads = concurrent.futures.ThreadPoolExecutor(max(1, config.threads), "process-image")
+    pool = concurrent.futures.ThreadPoolExecutor
+    threads = None if inline else pool(config.threads, "process-image")
     stalled = False
 
     async def process(index: int, pair: Pair, data: bytes) -> None:
         try:
-            if inline:
-                results[index] = handle(index, pair, data)
-            else:
-                results[index] = await loop.run_in_executor(threads, handle, index, pair, data)
+            results[index] = await loop.run_in_executor(threads, handle, index, pair, data)
         finally:
             slots.release()
 
@@ -309,6 +307,9 @@ async def fetch_and_handle(
             if data is None or pair.status != STATUS_SUCCESS:
                 results[index] = (pair, None)
                 continue
+            if inline:
+                results[index] = handle(index, pair, data)
+                continue
             try:
                 await asyncio.wait_for(slots.acquire(), config.stall_seconds or None)
             except TimeoutError:  # the threads are stuck
@@ -324,7 +325,8 @@ async def fetch_and_handle(
         close = getattr(downloads, "aclose", None)  # an async generator's
         if close is not None:
             await close()
-        threads.shutdown(wait=not stalled, cancel_futures=True)
+        if threads is not None:
+            threads.shutdown(wait=not stalled, cancel_futures=True)
     if stalled:
         stats.drop("stalled", len(pairs) - len(results))
         log.warning("watchdog: no image finished for %g s; %d of %d rows failed as stalled",
