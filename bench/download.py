@@ -216,6 +216,13 @@ def key_statuses(folder: Path) -> dict[str, str]:
     return found
 
 
+def same_outcomes(peer: dict[str, str], ours: dict[str, str]) -> None:
+    """Both outputs hold the same keys with the same statuses, or the bench fails."""
+    if ours != peer:
+        differ = sorted(k for k in peer.keys() | ours.keys() if peer.get(k) != ours.get(k))
+        raise AssertionError(f"{len(differ)} keys differ in status, first {differ[:3]}")
+
+
 def write_url_list(path: Path, urls: list[str]) -> Path:
     captions = [f"image {i}" for i in range(len(urls))]
     pq.write_table(pa.table({"url": urls, "caption": captions}), path)
@@ -285,12 +292,12 @@ def run() -> BenchResult:
             peer_large = None
             if os.environ.get("OPENWIT_BENCH_MEMORY", "1") == "1":
                 memory, peer_large = memory_in_n(names, base, root, port, exe)
+                large = root / f"n{MEMORY_URLS[-1]}"
+                same_outcomes(key_statuses(large / "peer-0"), key_statuses(large / "ours-1"))
         finally:
             process.terminate()
             process.wait()
-    if ours != peer:
-        differ = sorted(k for k in peer.keys() | ours.keys() if peer.get(k) != ours.get(k))
-        raise AssertionError(f"{len(differ)} keys differ in status, first {differ[:3]}")
+    same_outcomes(peer, ours)
     written = sum(1 for status in ours.values() if status == "success")
     if written != IMAGES:
         raise AssertionError(f"ours wrote {written} of {IMAGES} images")
@@ -310,9 +317,11 @@ def run() -> BenchResult:
         note=(
             f"nginx on loopback, 640x480 -> 256 keep_ratio, 2 processes x 64 threads, webdataset;"
             f" ours on {pillow_build()};"
-            f" same {len(ours):,} keys and statuses; CPU seconds img2dataset"
+            f" same {len(ours):,} keys and statuses{' (and on the larger list)' if memory else ''};"
+            f" CPU seconds img2dataset"
             f" {peer_run.cpu_seconds:.1f}, ours {ours_run.cpu_seconds:.1f}; peak RSS img2dataset"
             f" {peer_run.peak_bytes / mib:,.0f} MiB, ours {ours_run.peak_bytes / mib:,.0f} MiB;"
-            f" ours in N: {flat}{large_ratio(peer_large, memory)}"
+            f" ours in N: {flat or 'not measured (OPENWIT_BENCH_MEMORY=0)'}"
+            f"{large_ratio(peer_large, memory)}"
         ),
     )
