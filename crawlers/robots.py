@@ -95,6 +95,7 @@ class RobotsCache:
         self.options = FetchOptions(
             user_agent=options.user_agent,
             timeout=options.timeout,
+            deadline=options.deadline,  # the page's: a robots.txt may not hold a host longer
             retries=0,  # a failure means disallow-all for the run; no need to insist
             max_redirects=ROBOTS_MAX_REDIRECTS,
             max_bytes=ROBOTS_MAX_BYTES,

@@ -66,6 +66,23 @@ def test_robots_redirect_is_followed(fault_server: FaultServer, second_server: F
     assert second_server.log.hits["/robots.txt"] == 1
 
 
+def test_robots_fetch_ends_at_the_page_deadline(fault_server: FaultServer) -> None:
+    """A robots.txt that trickles is cut at the crawl's deadline, not at a default of its
+    own: the per-attempt timeout here is longer, so only the deadline can end it first."""
+    fault_server.robots_redirect = fault_server.url("/tarpit?every=0.05")
+    options = FetchOptions(user_agent=UA, timeout=8.0, deadline=0.5, net=LOOPBACK)
+
+    async def go() -> tuple[bool, str]:
+        async with open_session(UA, 8, 4, LOOPBACK) as session:
+            cache = RobotsCache(session, options)
+            allowed = await cache.allowed(fault_server.url("/html"))
+            policy = cache.cached(f"http://127.0.0.1:{fault_server.port}")
+            assert policy is not None
+            return allowed, policy.reason
+
+    assert asyncio.run(go()) == (False, "deadline_exceeded")
+
+
 def test_policy_from_a_parsed_body() -> None:
     policy = policy_from_response(200, None, b"User-agent: *\nDisallow: /a\nCrawl-delay: 2\n")
     assert not policy.allowed("http://h/a/b", UA) and policy.allowed("http://h/b", UA)
