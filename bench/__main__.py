@@ -7,7 +7,7 @@ import importlib
 import sys
 
 from bench.common import BENCH_DIR, BenchResult, render_table
-from pipeline.io import write_json
+from core.io import write_json
 
 BENCHMARKS = (
     "matching", "language", "download", "balance", "neardup", "curate", "shuffle", "warc",

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import BenchResult, timed
+from core.config import CrawlConfig, SandboxConfig
+from core.stats import StageStats
 from crawlers.pages import crawl_into
-from pipeline.config import CrawlConfig, SandboxConfig
-from pipeline.stats import StageStats
 from sandbox.server import serve_in_thread
 
 log = logging.getLogger(__name__)

@@ -26,10 +26,10 @@ import pyarrow as pa
 from bench.common import BENCH_DIR, BenchResult, cpu_timed
 from bench.language_labels import LabelledText, alt_text_set, catalog_set
 from bench.matching import real_alt_texts
+from core.config import LANGUAGE_ENGINES, CurateConfig
+from core.io import write_json
 from filters.language import DEFAULT_ENGINE, detect_langdetect, detect_languages, language_reason
 from filters.text import text_reasons
-from pipeline.config import LANGUAGE_ENGINES, CurateConfig
-from pipeline.io import write_json
 
 log = logging.getLogger(__name__)
 

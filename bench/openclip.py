@@ -43,7 +43,7 @@ from typing import Any
 import torch
 
 from bench.common import BENCH_DIR, REPO, BenchResult
-from pipeline.config import load_config
+from core.config import load_config
 from train.data import StreamSlot, make_loader, resolve_shards
 from train.export import export_run
 from train.tokenizer import BpeTokenizer

@@ -21,9 +21,9 @@ import pyarrow.parquet as pq
 from bench.common import REPO, BenchResult, timed
 from bench.curate import write_url_list
 from bench.matching import real_alt_texts
+from core.record import pair_uid
 from executors.base import Exchange, bucket_of
 from filters.dedup import first_per_key
-from pipeline.record import pair_uid
 
 ROWS = 1_000_000
 BUCKETS = 8

@@ -30,8 +30,8 @@ from fastwarc.warc import ArchiveIterator, WarcRecordType
 from selectolax.lexbor import LexborHTMLParser
 
 from bench.common import BENCH_DIR, REPO, BenchResult, shared_data
+from core.stats import StageStats
 from crawlers.wat import read_wat_batches
-from pipeline.stats import StageStats
 
 PAGES = 6_000
 BEST_OF = 3

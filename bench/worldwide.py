@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import BENCH_DIR, BenchResult, timed
-from pipeline.config import load_config
-from pipeline.io import read_json, write_json
-from pipeline.layout import RunLayout
+from core.config import load_config
+from core.io import read_json, write_json
+from core.layout import RunLayout
 from pipeline.stages.crawl import run_crawl
 from pipeline.stages.curate import run_curate
 

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pipeline.record import Pair
+from core.record import Pair
 
 CACHE_KIB = 16_384  # SQLite's page cache per crawl
 PAIR_COLUMNS = (

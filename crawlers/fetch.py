@@ -49,8 +49,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 from multidict import CIMultiDict
 
+from core.config import CrawlConfig, NetConfig, ShardsConfig
 from crawlers.urls import DEFAULT_PORTS, InvalidURLError, is_ip_literal, normalize_url
-from pipeline.config import CrawlConfig, NetConfig, ShardsConfig
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 RETRY_STATUSES = frozenset({408, 429})  # and every 5xx

@@ -27,9 +27,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from core.config import CrawlConfig
 from crawlers.crawlstate import CrawlState
 from crawlers.urls import host_key
-from pipeline.config import CrawlConfig
 
 DROP_MAX_DEPTH = "max_depth"
 DROP_HOST_CAP = "max_pages_per_host"

@@ -25,11 +25,11 @@ from typing import Any
 
 import aiohttp
 
+from core.config import ShardsConfig
+from core.record import STATUS_FAILED_DOWNLOAD, STATUS_OPTED_OUT, STATUS_SUCCESS, Pair
+from core.stats import StageStats
 from crawlers.fetch import FetchOptions, FetchResult, fetch, session_for
 from crawlers.urls import InvalidURLError, host_key, normalize_url
-from pipeline.config import ShardsConfig
-from pipeline.record import STATUS_FAILED_DOWNLOAD, STATUS_OPTED_OUT, STATUS_SUCCESS, Pair
-from pipeline.stats import StageStats
 
 OPT_OUT_DIRECTIVES = frozenset({"noai", "noimageai", "noindex", "noimageindex"})
 BINARY_TYPES = frozenset(

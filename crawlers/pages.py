@@ -46,6 +46,9 @@ from types import TracebackType
 
 import aiohttp
 
+from core.config import CrawlConfig
+from core.record import Pair
+from core.stats import StageStats
 from crawlers.crawlstate import CrawlState
 from crawlers.fetch import FetchOptions, FetchResult, fetch, session_for
 from crawlers.frontier import DROP_CRAWL_DELAY, FrontierEntry, FrontierLimits, HostFrontier
@@ -60,9 +63,6 @@ from crawlers.urls import (
     strip_session_ids,
     trap_reason,
 )
-from pipeline.config import CrawlConfig
-from pipeline.record import Pair
-from pipeline.stats import StageStats
 
 log = logging.getLogger(__name__)
 

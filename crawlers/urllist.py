@@ -26,9 +26,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from pipeline import storage
-from pipeline.record import STATUS_CANDIDATE, Pair, table_to_pairs
-from pipeline.stats import StageStats
+from core import storage
+from core.record import STATUS_CANDIDATE, Pair, table_to_pairs
+from core.stats import StageStats
 
 FORMATS = ("csv", "tsv", "jsonl", "parquet", "txt")
 BATCH_ROWS = 65_536

@@ -38,10 +38,10 @@ from typing import IO, Any, BinaryIO, cast
 import pyarrow as pa
 from fastwarc.warc import ArchiveIterator, WarcRecord, WarcRecordType
 
+from core import storage
+from core.record import STATUS_CANDIDATE
+from core.stats import StageStats
 from crawlers.html import IMAGE_OPT_OUT, ImageRef, charset_from_content_type, extract, is_html
-from pipeline import storage
-from pipeline.record import STATUS_CANDIDATE
-from pipeline.stats import StageStats
 
 BATCH_ROWS = 65_536
 DROP_TRUNCATED = "warc:truncated"

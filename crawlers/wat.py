@@ -35,9 +35,9 @@ import orjson
 import pyarrow as pa
 from fastwarc.warc import WarcRecordType
 
+from core.stats import StageStats
 from crawlers.html import IMAGE_OPT_OUT
 from crawlers.warc import BATCH_ROWS, DROP_TRUNCATED, CandidateColumns, archive_records, read_block
-from pipeline.stats import StageStats
 
 DROP_BAD_JSON = "wat:bad_json"
 DROP_BAD_RECORD = "wat:bad_record"

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from core.config import EXECUTORS
 from executors.base import Exchange, Executor
-from pipeline.config import EXECUTORS
 
 
 def make_executor(

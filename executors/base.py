@@ -28,8 +28,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline import storage
-from pipeline.hashing import mix64
+from core import storage
+from core.hashing import mix64
 
 T = TypeVar("T")
 R = TypeVar("R")

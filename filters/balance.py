@@ -30,8 +30,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.hashing import mix64
-from pipeline.record import Pair, map_kept_in_batches
+from core.hashing import mix64
+from core.record import Pair, map_kept_in_batches
 
 UID_HEX_DIGITS = 32  # an md5 hex digest
 UID_BLOCK = 1 << 14  # uids decoded per block: temporaries stay in cache

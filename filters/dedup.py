@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.record import Pair
+from core.record import Pair
 
 Rank = tuple[str, str, str, str]
 KeyFunction = Callable[[Pair], str | None]

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.config import ShardsConfig
-from pipeline.record import Pair
+from core.config import ShardsConfig
+from core.record import Pair
 
 
 def size_reason(width: int, height: int, config: ShardsConfig) -> str | None:

@@ -40,8 +40,8 @@ import pyarrow as pa
 from langdetect import DetectorFactory, detect_langs
 from langdetect.lang_detect_exception import LangDetectException
 
-from pipeline.config import CurateConfig
-from pipeline.record import Pair
+from core.config import CurateConfig
+from core.record import Pair
 
 Detection = tuple[str | None, float]
 Detector = Callable[[str], Detection]

@@ -28,6 +28,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core import storage
+from core.record import Pair, map_kept_in_batches
 from filters.queries import load_queries
 from filters.spanhash import (
     ABSENT,
@@ -39,8 +41,6 @@ from filters.spanhash import (
     span_keys,
     text_bytes,
 )
-from pipeline import storage
-from pipeline.record import Pair, map_kept_in_batches
 
 PUNCTUATION_TO_WRAP = (",", ".", ";", ":", "?", "!", "`")
 CHARACTERS_TO_SPACE = ("\t", "\n", "\r")

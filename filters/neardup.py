@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from pipeline.record import Pair
+from core.record import Pair
 
 CODE_BITS = 64
 CODE_MASK = (1 << CODE_BITS) - 1

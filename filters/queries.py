@@ -30,8 +30,8 @@ from pathlib import Path
 
 import orjson
 
-from pipeline import storage
-from pipeline.io import read_parquet
+from core import storage
+from core.io import read_parquet
 
 log = logging.getLogger(__name__)
 

@@ -43,8 +43,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.config import CurateConfig
-from pipeline.record import Pair, map_kept_in_batches
+from core.config import CurateConfig
+from core.record import Pair, map_kept_in_batches
 
 # The characters `str.isspace()` is true for (what `str.split()` splits on), in RE2 syntax:
 # the space, then every other one.

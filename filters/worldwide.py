@@ -30,10 +30,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core import storage
 from filters.balance import EntryIndex
 from filters.matching import QueryMatcher, cached_matcher, match_codes
 from filters.queries import QueryListError, load_queries, write_queries
-from pipeline import storage
 
 log = logging.getLogger(__name__)
 

@@ -30,10 +30,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pipeline import storage
-from pipeline.config import ConfigError, PipelineConfig, load_config, save_config
-from pipeline.errors import PipelineError
-from pipeline.layout import RunLayout
+from core import storage
+from core.config import ConfigError, PipelineConfig, load_config, save_config
+from core.errors import PipelineError
+from core.layout import RunLayout
 from pipeline.report import write_report
 
 log = logging.getLogger("pipeline")

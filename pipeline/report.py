@@ -12,10 +12,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pipeline import storage
-from pipeline.io import read_json, write_json, write_text
-from pipeline.layout import RunLayout
-from pipeline.stats import StageStats
+from core import storage
+from core.io import read_json, write_json, write_text
+from core.layout import RunLayout
+from core.stats import StageStats
 
 log = logging.getLogger("pipeline.report")
 

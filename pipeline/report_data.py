@@ -23,9 +23,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline import storage
-from pipeline.io import read_json
-from pipeline.layout import RunLayout
+from core import storage
+from core.io import read_json
+from core.layout import RunLayout
 
 # Curation drops, by the prefix of their reason, in the order the steps run.
 CURATE_STEPS = (

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pipeline.layout import RunLayout
+from core.layout import RunLayout
 from pipeline.report_data import FileSample, iter_rows, saved_setting, spread
 from shards.tars import ShardIndex, TarSample, index_tar
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
+from core.layout import RunLayout
 from pipeline import report_data as rd
 from pipeline import report_svg as svg
-from pipeline.layout import RunLayout
 from pipeline.report_gallery import GalleryItem, dropped_items, kept_items, shard_index
 
 HEAD_ENTRIES = 20

@@ -10,7 +10,7 @@ import argparse
 import asyncio
 import sys
 
-from pipeline.config import ConfigError, SandboxConfig, load_config
+from core.config import ConfigError, SandboxConfig, load_config
 from sandbox.heldout import write_heldout
 from sandbox.server import SandboxError, SandboxWeb
 

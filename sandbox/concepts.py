@@ -22,7 +22,7 @@ import itertools
 import re
 from dataclasses import dataclass
 
-from pipeline.config import SandboxConfig
+from core.config import SandboxConfig
 from sandbox.seeding import derive_random, hash_int, hash_unit
 
 # Colour name -> RGB of its pure form; all saturated, so a grey background never competes.

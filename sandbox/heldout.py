@@ -16,9 +16,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipeline import storage
-from pipeline.config import SandboxConfig
-from pipeline.io import (
+from core import storage
+from core.config import SandboxConfig
+from core.io import (
     clear_done,
     is_done,
     mark_done,

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from pipeline.config import SandboxConfig
+from core.config import SandboxConfig
 from sandbox.render import image_bytes
 from sandbox.site import HostPath, Route, SandboxSite, SandboxTruth
 

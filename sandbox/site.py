@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from pipeline.config import SandboxConfig
+from core.config import SandboxConfig
 from sandbox.concepts import FOREIGN_ALTS, JUNK_ALTS, SHORT_ALTS, make_caption, sample_concept
 from sandbox.render import ImageSpec, placeholder_gif
 from sandbox.seeding import derive_random, hash_hex, hash_int, hash_unit

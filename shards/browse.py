@@ -25,8 +25,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pyarrow.parquet as pq
 
-from pipeline import storage
-from pipeline.progress import track
+from core import storage
+from core.progress import track
 from shards.tars import ShardIndex, TarSample, index_shards
 
 log = logging.getLogger("shards.browse")

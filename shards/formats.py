@@ -35,8 +35,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline import storage
-from pipeline.io import TMP_PREFIX, atomic_path, clear_done, mark_done, write_json, write_table
+from core import storage
+from core.io import TMP_PREFIX, atomic_path, clear_done, mark_done, write_json, write_table
 from shards.layout import TarWriter, parquet_path, shard_name, stats_path, tar_path
 
 OUTPUT_FORMATS = ("webdataset", "parquet", "files")

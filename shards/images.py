@@ -40,8 +40,8 @@ import numpy as np
 import simplejpeg
 from PIL import Image, ImageCms, ImageFile, features
 
-from pipeline.config import ShardsConfig
-from pipeline.record import STATUS_FAILED_DECODE, STATUS_FAILED_RESIZE, STATUS_SUCCESS, Pair
+from core.config import ShardsConfig
+from core.record import STATUS_FAILED_DECODE, STATUS_FAILED_RESIZE, STATUS_SUCCESS, Pair
 
 WHITE = (255, 255, 255)
 EXIF_ORIENTATION = 0x0112

@@ -18,8 +18,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from pipeline import storage
-from pipeline.io import is_done, read_json, write_json
+from core import storage
+from core.io import is_done, read_json, write_json
 
 SHARD_DIGITS = 5
 INDEX_DIGITS = 4  # of img2dataset's default 10,000 samples per shard

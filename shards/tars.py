@@ -15,8 +15,8 @@ import tarfile
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline import storage
-from pipeline.progress import track
+from core import storage
+from core.progress import track
 
 log = logging.getLogger("shards.tars")
 END_BLOCKS = 2 * tarfile.BLOCKSIZE  # the two zero blocks that close every tar

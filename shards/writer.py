@@ -32,16 +32,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from pipeline import storage
-from pipeline.io import atomic_path, clear_done, mark_done, write_json, write_pairs
-from pipeline.record import (
+from core import storage
+from core.io import atomic_path, clear_done, mark_done, write_json, write_pairs
+from core.record import (
     STATUS_FAILED_DECODE,
     STATUS_FAILED_DOWNLOAD,
     STATUS_FAILED_RESIZE,
     STATUS_OPTED_OUT,
     Pair,
 )
-from pipeline.stats import StageStats, tally
+from core.stats import StageStats, tally
 from shards.images import SAVE_FORMATS, ProcessedImage
 from shards.layout import (
     INDEX_DIGITS,

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pipeline.config import SandboxConfig
+from core.config import SandboxConfig
 from sandbox.server import SandboxWeb, serve_in_thread
 
 

@@ -21,14 +21,14 @@ import pytest
 from PIL import Image
 
 from bench.warc import html_metadata, http_response, real_pages, warc_record, wat_page_records
+from core import storage
+from core.config import PipelineConfig, load_config
+from core.io import is_done, read_table
+from core.layout import RunLayout
+from core.stats import StageStats
 from crawlers.warc import read_warc_batches
-from pipeline import storage
-from pipeline.config import PipelineConfig, load_config
-from pipeline.io import is_done, read_table
-from pipeline.layout import RunLayout
 from pipeline.stages.crawl import run_crawl
 from pipeline.stages.curate import run_curate
-from pipeline.stats import StageStats
 from tests.conftest import REPO, run_cli
 from tests.services import http_server
 

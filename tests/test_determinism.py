@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.io import read_pairs
+from core.io import read_pairs
 from tests.conftest import REPO, run_cli
 
 pytestmark = pytest.mark.slow

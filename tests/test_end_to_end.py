@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import webdataset as wds
 
-from pipeline.config import load_config
-from pipeline.io import read_json, read_pairs, read_table
-from pipeline.layout import RunLayout
+from core.config import load_config
+from core.io import read_json, read_pairs, read_table
+from core.layout import RunLayout
 from sandbox.site import SandboxSite, SandboxTruth
 from tests.conftest import run_cli
 

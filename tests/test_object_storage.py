@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import storage
-from pipeline.io import read_json
+from core import storage
+from core.io import read_json
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow

@@ -15,14 +15,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from core.config import CrawlConfig, NetConfig, PipelineConfig, SandboxConfig, load_config
+from core.io import read_pairs, read_table
+from core.layout import RunLayout
+from core.stats import StageStats
 from crawlers.pages import crawl
-from pipeline.config import CrawlConfig, NetConfig, PipelineConfig, SandboxConfig, load_config
-from pipeline.io import read_pairs, read_table
-from pipeline.layout import RunLayout
 from pipeline.stages.crawl import run_crawl
 from pipeline.stages.curate import run_curate
 from pipeline.stages.shards import run_shards
-from pipeline.stats import StageStats
 from sandbox.concepts import query_list
 from sandbox.server import SandboxWeb, serve_in_thread
 

@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.config import load_config
+from core.config import load_config
 from train.data import resolve_shards
 from train.export import export_run
 from train.trainer import train

@@ -46,10 +46,10 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, get_worker_info
 
-from pipeline import storage
-from pipeline.config import TrainConfig
-from pipeline.errors import PipelineError
-from pipeline.io import read_json
+from core import storage
+from core.config import TrainConfig
+from core.errors import PipelineError
+from core.io import read_json
 from train.tokenizer import BpeTokenizer
 from train.transform import IMAGE_EXTENSIONS, decode_image
 

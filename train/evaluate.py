@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pipeline import storage
-from pipeline.io import read_json
+from core import storage
+from core.io import read_json
 from train.model import CLIP
 from train.tokenizer import BpeTokenizer
 from train.transform import image_to_tensor

@@ -24,8 +24,8 @@ from typing import Any
 
 import torch
 
-from pipeline import storage
-from pipeline.io import atomic_path, write_json, write_text
+from core import storage
+from core.io import atomic_path, write_json, write_text
 from train.model import CLIP, spec_from_open_clip
 from train.tokenizer import EOT, PAD, SOT, BpeTokenizer
 from train.transform import CLIP_MEAN, CLIP_STD

@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from pipeline import storage
-from pipeline.errors import PipelineError
+from core import storage
+from core.errors import PipelineError
 
 log = logging.getLogger(__name__)
 

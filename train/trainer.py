@@ -43,10 +43,10 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from pipeline import storage
-from pipeline.config import TrainConfig
-from pipeline.errors import PipelineError
-from pipeline.io import atomic_path, remove_stale_temporaries, write_json, write_text
+from core import storage
+from core.config import TrainConfig
+from core.errors import PipelineError
+from core.io import atomic_path, remove_stale_temporaries, write_json, write_text
 from train.accumulate import accumulated_backward, autocast
 from train.data import (
     StreamSlot,

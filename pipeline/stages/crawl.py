@@ -32,6 +32,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from core import storage
+from core.config import CrawlConfig, PipelineConfig, save_config
+from core.errors import PipelineError
+from core.io import done_info, is_done, mark_done, remove_stale_temporaries, write_text
+from core.layout import RunLayout
+from core.parts import PartWriter
+from core.progress import Progress
+from core.record import pairs_to_table
+from core.stats import StageStats, Timer
 from crawlers.crawlstate import CrawlState
 from crawlers.pages import ParserError, ResumeError, crawl_into, normalize_seeds
 from crawlers.urllist import FORMATS, read_url_batches
@@ -39,16 +48,7 @@ from crawlers.urls import InvalidURLError
 from crawlers.warc import read_warc_batches
 from crawlers.wat import read_wat_batches
 from executors import make_executor
-from pipeline import storage
-from pipeline.config import CrawlConfig, PipelineConfig, save_config
-from pipeline.errors import PipelineError
-from pipeline.io import done_info, is_done, mark_done, remove_stale_temporaries, write_text
-from pipeline.layout import RunLayout
-from pipeline.parts import PartWriter
-from pipeline.progress import Progress
-from pipeline.record import pairs_to_table
 from pipeline.stages.web import sandbox_web, uses_sandbox
-from pipeline.stats import StageStats, Timer
 from sandbox.concepts import query_list
 from sandbox.heldout import write_heldout
 

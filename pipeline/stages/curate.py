@@ -49,19 +49,10 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from executors import Exchange, Executor, make_executor
-from executors.base import bucket_of
-from filters import worldwide
-from filters.balance import EntryIndex, Threshold, balance_mask, count_matches, expected_kept
-from filters.dedup import RANK_COLUMNS, first_per_key, sort_by_rank
-from filters.image_rules import declared_size_reasons
-from filters.language import Detection, detect_languages, language_columns
-from filters.matching import QueryMatcher, cached_matcher, decode_matches, match_codes
-from filters.text import screen_captions
-from pipeline import storage
-from pipeline.config import PipelineConfig, save_config
-from pipeline.errors import PipelineError
-from pipeline.io import (
+from core import storage
+from core.config import PipelineConfig, save_config
+from core.errors import PipelineError
+from core.io import (
     align,
     done_info,
     is_done,
@@ -72,11 +63,20 @@ from pipeline.io import (
     write_json,
     write_table,
 )
-from pipeline.layout import RunLayout
-from pipeline.parts import finished_parts, part_rows
-from pipeline.progress import Progress
-from pipeline.record import PAIR_SCHEMA, uid_range
-from pipeline.stats import StageStats
+from core.layout import RunLayout
+from core.parts import finished_parts, part_rows
+from core.progress import Progress
+from core.record import PAIR_SCHEMA, uid_range
+from core.stats import StageStats
+from executors import Exchange, Executor, make_executor
+from executors.base import bucket_of
+from filters import worldwide
+from filters.balance import EntryIndex, Threshold, balance_mask, count_matches, expected_kept
+from filters.dedup import RANK_COLUMNS, first_per_key, sort_by_rank
+from filters.image_rules import declared_size_reasons
+from filters.language import Detection, detect_languages, language_columns
+from filters.matching import QueryMatcher, cached_matcher, decode_matches, match_codes
+from filters.text import screen_captions
 
 log = logging.getLogger(__name__)
 

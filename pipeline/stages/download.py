@@ -56,16 +56,16 @@ import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
+from core import storage
+from core.config import PipelineConfig, load_config, save_config
+from core.errors import PipelineError
+from core.failures import failure_summary
+from core.io import clear_done, remove_stale_temporaries
+from core.progress import Progress
+from core.record import STATUS_FAILED_DOWNLOAD, STATUS_SUCCESS
+from core.stats import StageStats
 from executors import make_executor
-from pipeline import storage
-from pipeline.config import PipelineConfig, load_config, save_config
-from pipeline.errors import PipelineError
-from pipeline.failures import failure_summary
-from pipeline.io import clear_done, remove_stale_temporaries
-from pipeline.progress import Progress
-from pipeline.record import STATUS_FAILED_DOWNLOAD, STATUS_SUCCESS
 from pipeline.stages.download_job import DownloadJob, DownloadOptions
-from pipeline.stats import StageStats
 from shards.formats import remove_stale_folders
 from shards.layout import shard_name, stats_path
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from pipeline.config import ShardsConfig
-from pipeline.errors import PipelineError
+from core.config import ShardsConfig
+from core.errors import PipelineError
 from shards.formats import OUTPUT_FORMATS
 
 INPUT_FORMATS = (

@@ -20,11 +20,11 @@ from typing import Any
 import pyarrow as pa
 from PIL import ExifTags, Image
 
-from pipeline import storage
-from pipeline.record import STATUS_FAILED_DOWNLOAD, STATUS_OPTED_OUT, STATUS_SUCCESS, Pair
+from core import storage
+from core.record import STATUS_FAILED_DOWNLOAD, STATUS_OPTED_OUT, STATUS_SUCCESS, Pair
+from core.stats import StageStats
 from pipeline.stages.download_job import DownloadJob, DownloadOptions
 from pipeline.stages.shards import fetch_and_handle
-from pipeline.stats import StageStats
 from shards.formats import OutputShardWriter
 from shards.images import process_or_fail
 from shards.layout import index_digits, sample_key

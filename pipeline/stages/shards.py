@@ -41,17 +41,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from crawlers.images import fetch_images
-from executors import Exchange, Executor, make_executor
-from executors.base import bucket_of
-from filters.dedup import first_per_key
-from filters.image_rules import image_rules
-from filters.neardup import band_keys, greedy_drops, near_pairs
-from pipeline import storage
-from pipeline.config import PipelineConfig, ShardsConfig, save_config
-from pipeline.errors import PipelineError
-from pipeline.failures import failure_reasons, failure_summary
-from pipeline.io import (
+from core import storage
+from core.config import PipelineConfig, ShardsConfig, save_config
+from core.errors import PipelineError
+from core.failures import failure_reasons, failure_summary
+from core.io import (
     align,
     done_info,
     is_done,
@@ -62,10 +56,10 @@ from pipeline.io import (
     saved_once,
     write_table,
 )
-from pipeline.layout import RunLayout
-from pipeline.parts import part_rows, read_rows
-from pipeline.progress import Progress
-from pipeline.record import (
+from core.layout import RunLayout
+from core.parts import part_rows, read_rows
+from core.progress import Progress
+from core.record import (
     PAIR_SCHEMA,
     STATUS_CANDIDATE,
     STATUS_FAILED_DOWNLOAD,
@@ -75,8 +69,14 @@ from pipeline.record import (
     pairs_to_table,
     table_to_pairs,
 )
+from core.stats import StageStats, tally
+from crawlers.images import fetch_images
+from executors import Exchange, Executor, make_executor
+from executors.base import bucket_of
+from filters.dedup import first_per_key
+from filters.image_rules import image_rules
+from filters.neardup import band_keys, greedy_drops, near_pairs
 from pipeline.stages.web import sandbox_if_recorded
-from pipeline.stats import StageStats, tally
 from shards.images import SAVE_FORMATS, ProcessedImage, process_or_fail
 from shards.layout import (
     completed_shards,

@@ -18,11 +18,11 @@ import logging
 import os
 from typing import Any
 
-from pipeline import storage
-from pipeline.config import PipelineConfig, save_config
-from pipeline.errors import PipelineError
-from pipeline.io import is_done, mark_done, read_json
-from pipeline.layout import RunLayout
+from core import storage
+from core.config import PipelineConfig, save_config
+from core.errors import PipelineError
+from core.io import is_done, mark_done, read_json
+from core.layout import RunLayout
 from train.data import count_samples, resolve_shards
 from train.trainer import RESULTS, train
 

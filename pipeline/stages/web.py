@@ -12,10 +12,10 @@ import contextlib
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
-from pipeline import storage
-from pipeline.config import CRAWL_SOURCES, PipelineConfig
-from pipeline.io import read_json, write_json
-from pipeline.layout import RunLayout
+from core import storage
+from core.config import CRAWL_SOURCES, PipelineConfig
+from core.io import read_json, write_json
+from core.layout import RunLayout
 from sandbox.server import SandboxError, SandboxWeb, serve_in_thread
 
 

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
+from core.config import NetConfig
 from crawlers.fetch import (
     FetchOptions,
     FetchResult,
@@ -15,7 +16,6 @@ from crawlers.fetch import (
     parse_retry_after,
     retry_delay,
 )
-from pipeline.config import NetConfig
 from tests.crawlers.conftest import FaultServer
 
 LOOPBACK = NetConfig(allow_private=("127.0.0.1",))  # the test servers, on any port

@@ -8,10 +8,10 @@ from urllib.parse import quote
 
 import pytest
 
+from core.config import NetConfig, ShardsConfig
+from core.record import Pair
+from core.stats import StageStats
 from crawlers.images import content_type_refusal, fetch_images, opt_out_directive
-from pipeline.config import NetConfig, ShardsConfig
-from pipeline.record import Pair
-from pipeline.stats import StageStats
 from tests.crawlers.conftest import FaultServer
 
 UA_TOKEN = "openwitbot"

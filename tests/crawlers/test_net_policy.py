@@ -14,6 +14,18 @@ import aiohttp
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from core.config import (
+    ConfigError,
+    CrawlConfig,
+    NetConfig,
+    PipelineConfig,
+    ShardsConfig,
+    load_config,
+    parse_net_rule,
+    save_config,
+)
+from core.record import Pair
+from core.stats import StageStats
 from crawlers.fetch import (
     DnsCache,
     FetchOptions,
@@ -29,18 +41,6 @@ from crawlers.fetch import (
 )
 from crawlers.images import fetch_images
 from crawlers.pages import crawl
-from pipeline.config import (
-    ConfigError,
-    CrawlConfig,
-    NetConfig,
-    PipelineConfig,
-    ShardsConfig,
-    load_config,
-    parse_net_rule,
-    save_config,
-)
-from pipeline.record import Pair
-from pipeline.stats import StageStats
 from tests.crawlers.conftest import FaultServer
 
 NAME = "intranet.example"  # resolved to 127.0.0.1 by `LoopbackResolver`, never by DNS

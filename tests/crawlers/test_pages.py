@@ -14,12 +14,12 @@ from urllib.parse import quote
 import pytest
 from aiohttp import web
 
+from core.config import CrawlConfig, NetConfig
+from core.record import Pair
+from core.stats import StageStats
 from crawlers.crawlstate import CrawlState
 from crawlers.pages import ParsePool, ParserError, crawl, crawl_pages
 from crawlers.urls import InvalidURLError
-from pipeline.config import CrawlConfig, NetConfig
-from pipeline.record import Pair
-from pipeline.stats import StageStats
 from tests.crawlers.conftest import FaultServer
 
 

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from core.config import CrawlConfig, PipelineConfig, load_config
+from core.io import read_pairs
+from core.layout import RunLayout
+from core.stats import StageStats
 from crawlers.crawlstate import CrawlState
 from crawlers.pages import ResumeError, crawl_into
-from pipeline.config import CrawlConfig, PipelineConfig, load_config
-from pipeline.io import read_pairs
-from pipeline.layout import RunLayout
 from pipeline.stages.crawl import run_crawl
-from pipeline.stats import StageStats
 from tests.conftest import REPO
 from tests.test_determinism import free_port_run
 

@@ -4,9 +4,9 @@ import asyncio
 
 import pytest
 
+from core.config import NetConfig
 from crawlers.fetch import FetchOptions, open_session
 from crawlers.robots import RobotsCache, policy_from_response, product_token
-from pipeline.config import NetConfig
 from tests.crawlers.conftest import FaultServer
 
 UA = "OpenWITBot/0.1 (+https://example.org/bot)"

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from core.stats import StageStats
 from crawlers.urllist import UrlListError, read_url_list
-from pipeline.stats import StageStats
 
 ROWS: list[dict[str, str | None]] = [
     {"url": "http://a.example/1.jpg", "caption": "a red fox, in snow"},

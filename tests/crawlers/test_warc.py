@@ -11,9 +11,9 @@ import pyarrow as pa
 import pytest
 
 from bench.warc import http_response, warc_record
+from core.record import pair_uid
+from core.stats import StageStats
 from crawlers.warc import dechunked, read_warc_batches
-from pipeline.record import pair_uid
-from pipeline.stats import StageStats
 
 # README of the shared data: <img> tags with a non-empty alt in each real WARC.
 REAL_WARCS = {

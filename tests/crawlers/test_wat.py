@@ -10,10 +10,10 @@ from urllib.parse import urljoin
 import pyarrow as pa
 
 from bench.warc import build_wat, real_pages, warc_record, wat_record
+from core.record import pair_uid
+from core.stats import StageStats
 from crawlers.warc import read_warc_batches
 from crawlers.wat import UrlResolver, read_wat_batches
-from pipeline.record import pair_uid
-from pipeline.stats import StageStats
 
 
 def page_record(

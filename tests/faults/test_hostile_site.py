@@ -21,8 +21,8 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.config import CrawlConfig
-from pipeline.io import read_pairs
+from core.config import CrawlConfig
+from core.io import read_pairs
 from tests.faults.common import StageRun, run_stage, stats
 from tests.faults.conftest import FaultLine
 from tests.faults.hostile import FAULTS, GOOD_IMAGES, MANY_IMAGES, HostileSite

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.io import read_pairs
+from core.io import read_pairs
 from tests.conftest import REPO
 from tests.faults.common import StageRun, run_stage
 from tests.faults.conftest import FaultLine

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from core.record import Pair
 from filters.balance import (
     EntryIndex,
     balance,
@@ -29,7 +30,6 @@ from filters.balance import (
     uid_words,
 )
 from filters.matching import QueryMatcher, match_pairs
-from pipeline.record import Pair
 
 
 def synthetic_pairs(n: int, seed: int = 0) -> list[Pair]:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from core.config import CurateConfig
+from core.record import Pair
+from core.stats import StageStats, tally
 from filters.balance import balance, count_entries
 from filters.dedup import dedup
 from filters.language import detect_languages, filter_language, kept_captions
 from filters.matching import QueryMatcher, match_pairs
 from filters.text import filter_text
-from pipeline.config import CurateConfig
-from pipeline.record import Pair
-from pipeline.stats import StageStats, tally
 
 
 def test_text_side_chain(alt_texts: list[str], vocab_queries: list[str]) -> None:

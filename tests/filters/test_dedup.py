@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from core.record import Pair
 from filters.dedup import dedup, dedup_images, dedup_on, find_winners, mark_duplicates
-from pipeline.record import Pair
 
 
 def outcome(pairs: list[Pair]) -> list[tuple[str, str, str, str]]:

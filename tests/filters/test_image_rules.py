@@ -3,9 +3,9 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
+from core.config import ShardsConfig
+from core.record import STATUS_FAILED_DOWNLOAD, STATUS_SUCCESS, Pair
 from filters.image_rules import declared_size_reasons, filter_images, image_rules
-from pipeline.config import ShardsConfig
-from pipeline.record import STATUS_FAILED_DOWNLOAD, STATUS_SUCCESS, Pair
 
 CONFIG = ShardsConfig()
 

@@ -9,6 +9,8 @@ from collections import Counter
 import pytest
 from langdetect import DetectorFactory
 
+from core.config import LANGUAGE_ENGINES, CurateConfig
+from core.record import Pair
 from filters.language import (
     DEFAULT_ENGINE,
     LANGDETECT_SEED,
@@ -26,8 +28,6 @@ from filters.language import (
     kept_captions,
     language_reason,
 )
-from pipeline.config import LANGUAGE_ENGINES, CurateConfig
-from pipeline.record import Pair
 from tests.conftest import REPO
 
 ENGLISH = "A golden retriever puppy playing with a red ball in the garden"

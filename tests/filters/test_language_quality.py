@@ -8,8 +8,8 @@ import pytest
 
 from bench.language import english_figures, kept_as_english
 from bench.language_labels import alt_text_set, read_labels
+from core.config import CurateConfig
 from filters.language import DEFAULT_ENGINE
-from pipeline.config import CurateConfig
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 
 from bench.matching import MetaclipMatcher, metaclip_spacing
+from core.record import Pair
 from filters import matching
 from filters.matching import (
     QueryMatcher,
@@ -20,7 +21,6 @@ from filters.matching import (
     spacing,
 )
 from filters.queries import load_queries, shipped_list
-from pipeline.record import Pair
 
 ENTRIES = [
     "dog",

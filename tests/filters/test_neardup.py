@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.record import STATUS_SUCCESS, Pair
 from filters import neardup
 from filters.neardup import (
     NearDupIndex,
@@ -22,7 +23,6 @@ from filters.neardup import (
     remove_near_duplicates,
     visit_order,
 )
-from pipeline.record import STATUS_SUCCESS, Pair
 
 CODE_MASK_U64 = (1 << 64) - 1
 

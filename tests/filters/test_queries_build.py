@@ -15,6 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from core.config import PipelineConfig
+from core.layout import RunLayout
 from filters.matching import QueryMatcher
 from filters.queries import (
     QUERYLISTS,
@@ -31,8 +33,6 @@ from filters.queries import (
     wordfreq_words,
     write_queries,
 )
-from pipeline.config import PipelineConfig
-from pipeline.layout import RunLayout
 from pipeline.stages.curate import queries_path
 from tests.conftest import REPO
 from tests.filters.conftest import ALT_TEXTS, WIKI_COUNTS, WORDNET_NAMES

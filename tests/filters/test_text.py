@@ -11,6 +11,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from core.config import CurateConfig
+from core.record import Pair
 from filters.text import (
     IGNORECASE_EXTRA,
     LETTER,
@@ -22,8 +24,6 @@ from filters.text import (
     text_reasons,
     text_rules,
 )
-from pipeline.config import CurateConfig
-from pipeline.record import Pair
 
 CONFIG = CurateConfig()
 

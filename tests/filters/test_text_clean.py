@@ -10,6 +10,8 @@ from collections import Counter
 import pyarrow as pa
 import pytest
 
+from core.config import CurateConfig
+from core.record import Pair
 from filters.text import (
     FIXES,
     clean_caption,
@@ -18,8 +20,6 @@ from filters.text import (
     screen_captions,
     text_rules,
 )
-from pipeline.config import CurateConfig
-from pipeline.record import Pair
 
 CONFIG = CurateConfig()
 

@@ -13,6 +13,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from core.config import PipelineConfig, load_config
+from core.io import read_json, read_table
+from core.layout import RunLayout
 from filters.balance import EntryIndex, balance_mask, entry_probabilities, expected_kept
 from filters.language import DEFAULT_ENGINE, detect_languages
 from filters.queries import QueryListError
@@ -29,9 +32,6 @@ from filters.worldwide import (
     threshold_for,
     worldwide_index,
 )
-from pipeline.config import PipelineConfig, load_config
-from pipeline.io import read_json, read_table
-from pipeline.layout import RunLayout
 from pipeline.stages.crawl import run_crawl
 from pipeline.stages.curate import run_curate
 from sandbox.concepts import (

@@ -88,8 +88,8 @@ def test_stage_without_its_input(tmp_path: Path, command: str) -> None:
 
 
 def test_a_run_folder_keeps_its_config(tmp_path: Path) -> None:
+    from core.config import load_config, save_config
     from pipeline.cli import build_parser, resolve_config
-    from pipeline.config import load_config, save_config
 
     workdir = tmp_path / "run"
     save_config(load_config(None, ["seed=5", f"workdir='{workdir}'"]), workdir / "config.toml")

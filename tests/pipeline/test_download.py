@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline.errors import PipelineError
+from core.errors import PipelineError
 from pipeline.stages.download import (
     DownloadOptions,
     parse_flags,

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import PipelineError
-from pipeline.failures import failure_summary
-from pipeline.io import is_done, read_pairs
-from pipeline.layout import RunLayout
+from core.errors import PipelineError
+from core.failures import failure_summary
+from core.io import is_done, read_pairs
+from core.layout import RunLayout
 from pipeline.stages.shards import run_shards
 from tests.pipeline.test_download_support import server
 from tests.pipeline.test_stage_shards import curated

@@ -13,9 +13,9 @@ from typing import Any, ClassVar
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.config import PipelineConfig
+from core.config import PipelineConfig
+from core.stats import StageStats
 from pipeline.stages.download import DownloadOptions, parse_flags, run_download
-from pipeline.stats import StageStats
 from tests.services import http_server, reply
 from tests.shards.conftest import photo_jpeg
 

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.io import write_json
-from pipeline.layout import RunLayout
+from core.io import write_json
+from core.layout import RunLayout
+from core.stats import StageStats
 from pipeline.report import write_report
-from pipeline.stats import StageStats
 
 
 def test_report_lists_every_stage_and_reason(tmp_path: Path) -> None:

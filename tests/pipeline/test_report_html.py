@@ -17,14 +17,14 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from pipeline import storage
-from pipeline.io import read_json, write_json, write_pairs, write_text
-from pipeline.layout import RunLayout
-from pipeline.record import Pair
+from core import storage
+from core.io import read_json, write_json, write_pairs, write_text
+from core.layout import RunLayout
+from core.record import Pair
+from core.stats import StageStats
 from pipeline.report import write_report
 from pipeline.report_data import funnel
 from pipeline.report_gallery import dropped_items, shard_index
-from pipeline.stats import StageStats
 from shards.images import ProcessedImage
 from shards.writer import ShardWriter
 from tests.browser import Chromium, chromium  # noqa: F401 (the fixture)

@@ -8,11 +8,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.config import PipelineConfig, load_config
-from pipeline.errors import PipelineError
-from pipeline.io import clear_done, is_done, read_pairs, read_table
-from pipeline.layout import RunLayout
-from pipeline.parts import finished_parts
+from core.config import PipelineConfig, load_config
+from core.errors import PipelineError
+from core.io import clear_done, is_done, read_pairs, read_table
+from core.layout import RunLayout
+from core.parts import finished_parts
 from pipeline.stages.crawl import read_seeds, run_crawl
 
 

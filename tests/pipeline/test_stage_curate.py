@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 
-from pipeline.config import PipelineConfig, load_config
-from pipeline.io import mark_done, read_json, read_table
-from pipeline.layout import RunLayout
-from pipeline.parts import PartWriter
-from pipeline.record import Pair, pairs_to_table
+from core.config import PipelineConfig, load_config
+from core.io import mark_done, read_json, read_table
+from core.layout import RunLayout
+from core.parts import PartWriter
+from core.record import Pair, pairs_to_table
 from pipeline.stages.curate import grouping_passes, run_curate
 
 ENTRIES = ["red", "circle", "red circle", "garden"]

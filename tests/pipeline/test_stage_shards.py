@@ -12,10 +12,10 @@ from urllib.parse import urlsplit
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.config import PipelineConfig, load_config
-from pipeline.io import clear_done, is_done, mark_done, read_pairs, write_table
-from pipeline.layout import RunLayout
-from pipeline.record import (
+from core.config import PipelineConfig, load_config
+from core.io import clear_done, is_done, mark_done, read_pairs, write_table
+from core.layout import RunLayout
+from core.record import (
     STATUS_FAILED_DECODE,
     STATUS_FAILED_DOWNLOAD,
     STATUS_SUCCESS,

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 from langdetect import DetectorFactory, detect
 
-from pipeline.config import SandboxConfig
+from core.config import SandboxConfig
 from sandbox.concepts import (
     COLOURS,
     FOREIGN_ALTS,

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from pipeline.config import SandboxConfig
+from core.config import SandboxConfig
 from sandbox.__main__ import main
 from sandbox.concepts import all_concepts
 from sandbox.heldout import write_heldout

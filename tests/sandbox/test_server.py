@@ -15,7 +15,7 @@ import pytest
 import requests
 from PIL import Image
 
-from pipeline.config import SandboxConfig
+from core.config import SandboxConfig
 from sandbox.server import SandboxError, SandboxWeb, serve_in_thread
 from sandbox.site import SandboxTruth
 

@@ -7,7 +7,7 @@ from urllib.parse import urljoin, urlsplit
 import pytest
 from protego import Protego
 
-from pipeline.config import SandboxConfig
+from core.config import SandboxConfig
 from sandbox.render import image_bytes
 from sandbox.site import PLAN, Route, SandboxSite, SandboxTruth, calendar_route
 

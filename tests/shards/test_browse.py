@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from pipeline import storage
-from pipeline.record import Pair
+from core import storage
+from core.record import Pair
 from shards.browse import PAGE_SIZE, ShardBrowser, browse_handler
 from shards.images import ProcessedImage
 from shards.writer import ShardWriter

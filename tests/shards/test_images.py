@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from pipeline.config import ShardsConfig
-from pipeline.record import STATUS_FAILED_DECODE, STATUS_FAILED_RESIZE, STATUS_SUCCESS, Pair
+from core.config import ShardsConfig
+from core.record import STATUS_FAILED_DECODE, STATUS_FAILED_RESIZE, STATUS_SUCCESS, Pair
 from shards.images import (
     ImageDecodeError,
     ImageResizeError,

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.config import ShardsConfig
+from core.config import ShardsConfig
 from shards.images import process_image, to_rgb
 
 RAW = ShardsConfig(resize_mode="no", encode_format="png")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import ShardsConfig
-from pipeline.io import read_json
-from pipeline.record import STATUS_FAILED_DOWNLOAD, Pair
+from core.config import ShardsConfig
+from core.io import read_json
+from core.record import STATUS_FAILED_DOWNLOAD, Pair
 from shards.images import process_image
 from shards.layout import (
     completed_shards,

@@ -13,9 +13,9 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-from pipeline.config import ShardsConfig
-from pipeline.io import is_done, read_json, read_pairs
-from pipeline.record import (
+from core.config import ShardsConfig
+from core.io import is_done, read_json, read_pairs
+from core.record import (
     STATUS_CANDIDATE,
     STATUS_FAILED_DECODE,
     STATUS_FAILED_DOWNLOAD,

@@ -15,8 +15,8 @@ from pathlib import Path
 import webdataset as wds
 from PIL import Image
 
-from pipeline.config import TrainConfig
-from pipeline.io import mark_done, write_json
+from core.config import TrainConfig
+from core.io import mark_done, write_json
 from train.tokenizer import BpeTokenizer, train_bpe
 
 COLOURS = {

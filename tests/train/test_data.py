@@ -13,8 +13,8 @@ import webdataset as wds
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from pipeline.config import TrainConfig
-from pipeline.io import write_json
+from core.config import TrainConfig
+from core.io import write_json
 from tests.train.colour_data import TINY, colour_tokenizer, write_colour_shards
 from train.data import (
     Handler,

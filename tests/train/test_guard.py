@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import PipelineError
+from core.errors import PipelineError
 from tests.conftest import REPO
 from train.guard import LOCK_FILE, RunLock, pid_alive
 

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from pipeline.config import ConfigError, load_config
+from core.config import ConfigError, load_config
 from tests.train.colour_data import TINY
 from train.model import CLIP, LOGIT_SCALE_MAX, ModelSpec, model_spec, spec_from_open_clip
 from train.tokenizer import BpeTokenizer, train_bpe

@@ -14,8 +14,8 @@ import torch
 import torch.multiprocessing as mp
 from PIL import Image
 
-from pipeline.config import TrainConfig
-from pipeline.errors import PipelineError
+from core.config import TrainConfig
+from core.errors import PipelineError
 from tests.train.colour_data import COLOURS, TINY, colour_tokenizer
 from train import trainer
 from train.__main__ import main

@@ -1,4 +1,4 @@
-"""pipeline.storage and pipeline.io on a local folder and on S3 (moto, tests/services.py)."""
+"""core.storage and core.io on a local folder and on S3 (moto, tests/services.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import fsspec
 import pyarrow as pa
 import pytest
 
-from pipeline import io, storage
+from core import io, storage
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -143,7 +143,7 @@ def test_names_and_paths() -> None:
 def test_a_child_process_reaches_the_same_bucket(s3_bucket: str) -> None:
     target = f"{s3_bucket}/from-parent.json"
     io.write_json(target, {"hello": "child"})
-    code = "import sys; from pipeline import io; print(io.read_json(sys.argv[1])['hello'])"
+    code = "import sys; from core import io; print(io.read_json(sys.argv[1])['hello'])"
     done = subprocess.run(
         [sys.executable, "-c", code, target],
         cwd=REPO,

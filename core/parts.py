@@ -15,9 +15,9 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import storage
-from pipeline.io import align, is_done, mark_done, write_table
-from pipeline.storage import PathLike
+from core import storage
+from core.io import align, is_done, mark_done, write_table
+from core.storage import PathLike
 
 
 def part_file(folder: PathLike, name: str) -> str:

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.io import read_json, write_json
-from pipeline.record import Pair
+from core.io import read_json, write_json
+from core.record import Pair
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Atomic writes, completion markers and the on-disk form of pairs, on any storage.
 
 Every file a stage produces is written under a temporary name and then renamed into place
-(or, on object storage, uploaded in one piece: `pipeline.storage`), so a reader never sees
+(or, on object storage, uploaded in one piece: `core.storage`), so a reader never sees
 half a file and a killed run leaves at most a stray local `.tmp-*` file. A finished unit
 of work (a part, a shard, a whole stage) leaves a marker `<name>.done`, written last; a
 rerun skips units whose marker exists. Locations are local paths or URLs (`s3://...`).
@@ -17,9 +17,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import storage
-from pipeline.record import PAIR_SCHEMA, Pair, pairs_to_table, table_to_pairs
-from pipeline.storage import FILE_MODE, TMP_PREFIX, PathLike, atomic_open, atomic_path
+from core import storage
+from core.record import PAIR_SCHEMA, Pair, pairs_to_table, table_to_pairs
+from core.storage import FILE_MODE, TMP_PREFIX, PathLike, atomic_open, atomic_path
 
 __all__ = [
     "FILE_MODE",

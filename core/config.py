@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 
 import tomli_w
 
-from pipeline import storage
-from pipeline.io import write_text
+from core import storage
+from core.io import write_text
 
 EXECUTORS = ("local", "ray")
 CRAWL_SOURCES = ("seeds", "url_list", "wat", "warc")  # at most one; none means the sandbox

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import ConfigError, PipelineConfig, load_config, save_config
+from core.config import ConfigError, PipelineConfig, load_config, save_config
 
 
 def test_defaults_validate() -> None:

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.record import STATUS_FAILED_DOWNLOAD, Pair
-from pipeline.stats import StageStats, tally
+from core.record import STATUS_FAILED_DOWNLOAD, Pair
+from core.stats import StageStats, tally
 
 
 def test_tally_counts_every_reason(tmp_path: Path) -> None:

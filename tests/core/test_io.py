@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.io import (
+from core.io import (
     FILE_MODE,
     atomic_open,
     clear_done,
@@ -17,7 +17,7 @@ from pipeline.io import (
     remove_stale_temporaries,
     write_pairs,
 )
-from pipeline.record import PAIR_SCHEMA, Pair, pair_uid
+from core.record import PAIR_SCHEMA, Pair, pair_uid
 
 
 def test_atomic_open_leaves_nothing_on_failure(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """Where a run keeps its files: one folder per stage under the run's workdir.
 
 The workdir is a local folder or a URL (`s3://bucket/run`); every location here is a
-string built with `pipeline.storage.join`.
+string built with `core.storage.join`.
 
 <workdir>/config.toml             the resolved config of the last command
 <workdir>/sandbox/                ports.json, queries.txt, heldout/ (sandbox runs only)
@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline import storage
-from pipeline.storage import PathLike
+from core import storage
+from core.storage import PathLike
 
 WORK = "_work"
 

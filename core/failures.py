@@ -6,8 +6,8 @@ fewer than half of them, made it into a shard (a run that did nothing says so).
 
 from __future__ import annotations
 
-from pipeline.record import STATUS_FAILED_DECODE, STATUS_FAILED_DOWNLOAD
-from pipeline.stats import StageStats
+from core.record import STATUS_FAILED_DECODE, STATUS_FAILED_DOWNLOAD
+from core.stats import StageStats
 
 # What to do when most rows fail for one reason (the keys of `failure_reasons`).
 FIXES = {

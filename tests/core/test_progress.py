@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from pipeline.progress import Progress, track
+from core.progress import Progress, track
 
 
 def test_track_logs_one_line_per_item_off_a_terminal(caplog: pytest.LogCaptureFixture) -> None:
