@@ -283,8 +283,9 @@ async def fetch_and_handle(
     # Each pair is tagged with its position (in `key`, restored on the way out).
     tagged = [dataclasses.replace(pair, key=str(index)) for index, pair in enumerate(pairs)]
     inline = config.threads == 0
-    pool = concurrent.futures.ThreadPoolExecutor
-    threads = None if inline else pool(config.threads, "process-image")
+    threads = (
+        None if inline else concurrent.futures.ThreadPoolExecutor(config.threads, "process-image")
+    )
     stalled = False
 
     async def process(index: int, pair: Pair, data: bytes) -> None:
