@@ -229,7 +229,7 @@ def write_url_list(path: Path, urls: list[str]) -> Path:
     return path
 
 
-def large_list(names: list[str], base: str, root: Path, n: int) -> Path:
+def repeated_list(names: list[str], base: str, root: Path, n: int) -> Path:
     """`n` URLs: the images repeated under distinct query strings."""
     urls = [f"{base}/{names[i % len(names)]}?n={i}" for i in range(n)]
     return write_url_list(root / f"urls-{n}.parquet", urls)
@@ -240,12 +240,14 @@ def memory_in_n(
 ) -> tuple[list[tuple[int, Measure]], Measure]:
     """Ours on each size of MEMORY_URLS, and img2dataset's best run on the largest: ours
     on the smaller sizes alone, on the largest side by side with img2dataset."""
-    small, large = MEMORY_URLS[:-1], MEMORY_URLS[-1]
-    found = [(n, measured(our_command(large_list(names, base, root, n), root / f"ours-n{n}", port)))
-             for n in small]  # fmt: skip
-    url_list = large_list(names, base, root, large)
-    peer, ours = side_by_side(exe, url_list, root / f"n{large}", port)
-    return [*found, (large, ours)], peer
+    *smaller, largest = MEMORY_URLS
+    found = []
+    for n in smaller:
+        url_list = repeated_list(names, base, root, n)
+        found.append((n, measured(our_command(url_list, root / f"ours-n{n}", port))))
+    url_list = repeated_list(names, base, root, largest)
+    peer, ours, _ = side_by_side(exe, url_list, root / "large", port)
+    return [*found, (largest, ours)], peer
 
 
 def large_ratio(peer: Measure | None, memory: list[tuple[int, Measure]]) -> str:
@@ -259,9 +261,12 @@ def large_ratio(peer: Measure | None, memory: list[tuple[int, Measure]]) -> str:
     )
 
 
-def side_by_side(exe: Path, url_list: Path, root: Path, port: int) -> tuple[Measure, Measure]:
+def side_by_side(
+    exe: Path, url_list: Path, root: Path, port: int
+) -> tuple[Measure, Measure, dict[str, str]]:
     """img2dataset, ours, ours, img2dataset: each tool's faster run, so that a burst of
-    load from other users of the machine hits both alike. Outputs go to `root/<tool>-<i>`."""
+    load from other users of the machine hits both alike, and our keys and statuses, which
+    must be img2dataset's (compared on the first run of each)."""
     runs: dict[str, list[Measure]] = {"peer": [], "ours": []}
     root.mkdir(parents=True, exist_ok=True)
     for index, tool in enumerate(("peer", "ours", "ours", "peer")):
@@ -272,8 +277,10 @@ def side_by_side(exe: Path, url_list: Path, root: Path, port: int) -> tuple[Meas
             else our_command(url_list, out, port)
         )
         runs[tool].append(measured(command))
+    ours = key_statuses(root / "ours-1")
+    same_outcomes(key_statuses(root / "peer-0"), ours)
     best = {tool: min(found, key=lambda m: m.seconds) for tool, found in runs.items()}
-    return best["peer"], best["ours"]
+    return best["peer"], best["ours"], ours
 
 
 def run() -> BenchResult:
@@ -286,18 +293,14 @@ def run() -> BenchResult:
         try:
             base = f"http://127.0.0.1:{port}"
             url_list = write_url_list(root / "urls.parquet", [f"{base}/{n}" for n in names])
-            peer_run, ours_run = side_by_side(exe, url_list, root, port)
-            peer, ours = key_statuses(root / "peer-0"), key_statuses(root / "ours-1")
+            peer_run, ours_run, ours = side_by_side(exe, url_list, root, port)
             memory: list[tuple[int, Measure]] = []
             peer_large = None
             if os.environ.get("OPENWIT_BENCH_MEMORY", "1") == "1":
                 memory, peer_large = memory_in_n(names, base, root, port, exe)
-                large = root / f"n{MEMORY_URLS[-1]}"
-                same_outcomes(key_statuses(large / "peer-0"), key_statuses(large / "ours-1"))
         finally:
             process.terminate()
             process.wait()
-    same_outcomes(peer, ours)
     written = sum(1 for status in ours.values() if status == "success")
     if written != IMAGES:
         raise AssertionError(f"ours wrote {written} of {IMAGES} images")

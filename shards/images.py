@@ -253,18 +253,15 @@ def _decode(
     check_declared_size(image.size, config.max_image_pixels)
     check_plausible_size(image.size, len(data), max_pixels_per_byte)
     declared = image.size
-    turbo = None
-    if image.format in ("JPEG", "MPO"):
-        if draft:
-            _draft(image, config)
-        turbo = _decode_turbo(image, data)
-        if turbo is None:
-            _decode_to_rgbx(image)
-    if turbo is None:
+    if draft and image.format in ("JPEG", "MPO"):
+        _draft(image, config)
+    fast = _decode_turbo(image, data)  # None: Pillow decodes it
+    if fast is None:
+        _decode_to_rgbx(image)
         image.load()  # before EXIF: some plugins load pixels to find it, and must fail here
         check_declared_size(image.size, config.max_image_pixels)  # some resize on load
-    orientation = _orientation(image)
-    rgb = to_rgb(image) if turbo is None else turbo
+    orientation = _orientation(image)  # before to_rgb, which may clear the file's info
+    rgb = to_rgb(image) if fast is None else fast
     if orientation:
         rgb = rgb.transpose(TRANSPOSES[orientation])
     return rgb, _oriented(declared, orientation)
@@ -320,11 +317,7 @@ def _decode_turbo(image: ImageFile.ImageFile, data: bytes) -> Image.Image | None
     maps without a copy: the same pixels as Pillow's own decoder, 10-15% less decode time.
     None where that does not apply, or where simplejpeg refuses the data (it also refuses
     what libjpeg only warns about): Pillow then decodes it, and its verdict stands."""
-    if image.format != "JPEG" or image.mode != "RGB" or "icc_profile" in image.info:
-        return None
-    if len(image.tile) != 1 or image.tile[0].codec_name != "jpeg":
-        return None
-    if image.tile[0].args != ("RGB", ""):
+    if image.format != "JPEG" or "icc_profile" in image.info or not _rgb_jpeg_tile(image):
         return None
     width, height = image.size
     try:
@@ -341,11 +334,19 @@ def _decode_to_rgbx(image: ImageFile.ImageFile) -> None:
     JCS_EXT_RGBX output), so that Pillow copies them as they are instead of widening each
     3-byte pixel: the same pixels, ~5% less decode time. Only for a single-tile RGB decode
     and where Pillow's libjpeg is libjpeg-turbo (plain libjpeg has no RGBX output)."""
-    if not LIBJPEG_TURBO or image.mode != "RGB" or len(image.tile) != 1:
-        return
-    tile = image.tile[0]
-    if tile.codec_name == "jpeg" and tile.args == ("RGB", ""):
-        image.tile = [tile._replace(args=("RGBX", ""))]
+    if LIBJPEG_TURBO and _rgb_jpeg_tile(image):
+        image.tile = [image.tile[0]._replace(args=("RGBX", ""))]
+
+
+def _rgb_jpeg_tile(image: ImageFile.ImageFile) -> bool:
+    """One JPEG tile that libjpeg decodes to RGB (from YCbCr, or RGB as stored)."""
+    tiles = image.tile
+    return (
+        image.mode == "RGB"
+        and len(tiles) == 1
+        and tiles[0].codec_name == "jpeg"
+        and tiles[0].args == ("RGB", "")
+    )
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
